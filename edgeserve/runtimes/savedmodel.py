@@ -1,0 +1,200 @@
+"""SavedModel runtime: loads a version the way TF Serving does and runs its signatures.
+
+A version loads into its own tf.compat.v1 Graph and Session with
+`tf.compat.v1.saved_model.loader.load` (MetaGraphDef chosen by tags), which reads TF1
+and TF2 exports alike; signatures are fed and fetched by the tensor names their
+SignatureDefs give, through cached session callables. TensorFlow is imported
+here only, lazily, on the first load (which runs on a loader thread).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..dtypes import DataType
+from ..errors import ServingError, StatusCode, invalid_argument
+from ..servable import SignatureSpec, TensorSpec
+
+log = logging.getLogger("edgeserve.savedmodel")
+
+SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
+# A loaded graph with its variables costs more RAM than its files; TF Serving's
+# estimate (saved_model_bundle_factory / resource_util) pads file size likewise.
+ESTIMATE_FACTOR = 1.2
+
+_tf_lock = threading.Lock()
+_tf: Any = None
+
+
+def _tensorflow() -> Any:
+    """Imports TensorFlow once, on whichever worker thread loads first."""
+    global _tf
+    with _tf_lock:
+        if _tf is None:
+            import tensorflow
+
+            # loader.load is deprecated in TF2 and says so on every load.
+            tensorflow.get_logger().setLevel(logging.ERROR)
+            _tf = tensorflow
+    return _tf
+
+
+def is_saved_model_dir(path: str) -> bool:
+    return any(os.path.isfile(os.path.join(path, f)) for f in SAVED_MODEL_FILENAMES)
+
+
+def _dir_bytes(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def _tensor_spec(info: Any) -> TensorSpec:
+    shape = info.tensor_shape
+    dims = None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
+    # Sparse and composite TensorInfos have no single tensor name; they keep ""
+    # and are refused at run time with a clear message.
+    name = info.name if info.WhichOneof("encoding") == "name" else ""
+    try:
+        dtype = DataType(info.dtype)
+    except ValueError:
+        dtype = DataType.DT_INVALID
+    return TensorSpec(name=name, dtype=dtype, shape=dims)
+
+
+def _error_from_tf(tf: Any, exc: BaseException) -> ServingError:
+    if isinstance(exc, tf.errors.OpError):
+        return ServingError(StatusCode(exc.error_code), exc.message)
+    return invalid_argument(str(exc))
+
+
+class SavedModelLoader:
+    """Loads one SavedModel version folder (TF Serving's SavedModelBundle loader)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        tags: Sequence[str] = ("serve",),
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+        run_timeout_ms: int = 0,
+    ) -> None:
+        self.path = path
+        self.tags = tuple(tags)
+        self.intra_op_threads = intra_op_threads
+        self.inter_op_threads = inter_op_threads
+        self.run_timeout_ms = run_timeout_ms
+
+    def estimate_bytes(self) -> int:
+        return int(_dir_bytes(self.path) * ESTIMATE_FACTOR)
+
+    def load(self) -> "SavedModelServable":
+        if not is_saved_model_dir(self.path):
+            raise ServingError(
+                StatusCode.NOT_FOUND,
+                f"SavedModel not found in export directory: {self.path} "
+                "(no saved_model.pb or saved_model.pbtxt)",
+            )
+        tf = _tensorflow()
+        v1 = tf.compat.v1
+        graph = tf.Graph()
+        config = v1.ConfigProto(
+            intra_op_parallelism_threads=self.intra_op_threads,
+            inter_op_parallelism_threads=self.inter_op_threads,
+        )
+        session = v1.Session(graph=graph, config=config)
+        try:
+            meta_graph_def = v1.saved_model.loader.load(session, set(self.tags), self.path)
+        except BaseException as exc:
+            session.close()
+            if isinstance(exc, (tf.errors.OpError, RuntimeError, ValueError, OSError)):
+                raise ServingError(
+                    StatusCode.INTERNAL if not isinstance(exc, tf.errors.OpError) else StatusCode(exc.error_code),
+                    f"Failed to load SavedModel from {self.path}: {getattr(exc, 'message', None) or exc}",
+                ) from None
+            raise
+        return SavedModelServable(tf, session, meta_graph_def, self.run_timeout_ms)
+
+
+class SavedModelServable:
+    """A loaded SavedModel version: its signatures and a Session to run them."""
+
+    def __init__(self, tf: Any, session: Any, meta_graph_def: Any, run_timeout_ms: int) -> None:
+        self._tf = tf
+        self._session = session
+        self.signatures: dict[str, SignatureSpec] = {}
+        for key, sig in meta_graph_def.signature_def.items():
+            self.signatures[key] = SignatureSpec(
+                method_name=sig.method_name,
+                inputs={alias: _tensor_spec(info) for alias, info in sorted(sig.inputs.items())},
+                outputs={alias: _tensor_spec(info) for alias, info in sorted(sig.outputs.items())},
+                defaults=frozenset(getattr(sig, "defaults", {}) or ()),
+            )
+        self._run_options = (
+            tf.compat.v1.RunOptions(timeout_in_ms=run_timeout_ms) if run_timeout_ms > 0 else None
+        )
+        # (signature, input aliases, output aliases) -> Session callable. Built on
+        # first use; a dict write is atomic under the GIL, so racing threads at
+        # worst build the same callable twice.
+        self._callables: dict[tuple, Any] = {}
+        from tensorflow.core.protobuf import config_pb2
+
+        self._config_pb2 = config_pb2
+
+    def _callable(self, key: tuple) -> Any:
+        fn = self._callables.get(key)
+        if fn is None:
+            signature_name, input_aliases, output_aliases = key
+            sig = self.signatures[signature_name]
+            for alias in (*input_aliases, *output_aliases):
+                spec = sig.inputs.get(alias) or sig.outputs[alias]
+                if not spec.name:
+                    raise ServingError(
+                        StatusCode.UNIMPLEMENTED,
+                        f"Tensor {alias!r} of signature {signature_name!r} is not a dense "
+                        "tensor; sparse and composite signature tensors are not supported",
+                    )
+            # The callable-from-options path hands numpy arrays straight to the C
+            # session (TF_SessionRunCallable): ~15 µs a call against ~85 µs for
+            # Session.run / make_callable, which re-validate feeds in Python.
+            options = self._config_pb2.CallableOptions(
+                feed=[sig.inputs[a].name for a in input_aliases],
+                fetch=[sig.outputs[a].name for a in output_aliases],
+            )
+            if self._run_options is not None:
+                options.run_options.CopyFrom(self._run_options)
+            fn = self._session._make_callable_from_options(options)
+            self._callables[key] = fn
+        return fn
+
+    def run(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        sig = self.signatures[signature_name]
+        output_aliases = tuple(output_filter) if output_filter else tuple(sig.outputs)
+        input_aliases = tuple(inputs)
+        try:
+            fn = self._callable((signature_name, input_aliases, output_aliases))
+            values = fn(*[inputs[a] for a in input_aliases])
+        except ServingError:
+            raise
+        except Exception as exc:  # TF's OpError, or a feed TF refuses
+            raise _error_from_tf(self._tf, exc) from None
+        return dict(zip(output_aliases, values))
+
+    def close(self) -> None:
+        self._callables.clear()
+        self._session.close()

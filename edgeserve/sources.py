@@ -1,0 +1,163 @@
+"""The file-system source: turns a model's base path and version policy into aspired versions.
+
+It knows files only (TF Serving's FileSystemStoragePathSource): every
+`poll_wait_seconds` it lists the base path on a worker thread, keeps numeric
+sub-folders as versions (`00000123` is version 123), applies the version policy and
+calls back with the aspired versions. It never loads anything. Each aspired version
+carries a fingerprint of its files (count, bytes, newest mtime) so the manager can
+tell a folder that is still being copied from one that is finished.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+log = logging.getLogger("edgeserve.source")
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """ServableVersionPolicy: latest N (default 1), all, or specific versions."""
+
+    kind: str = "latest"  # "latest" | "all" | "specific"
+    num_versions: int = 1
+    versions: frozenset[int] = field(default_factory=frozenset)
+
+    def select(self, available: list[int]) -> list[int]:
+        if self.kind == "all":
+            return sorted(available)
+        if self.kind == "specific":
+            return sorted(v for v in available if v in self.versions)
+        return sorted(available)[-max(self.num_versions, 1):] if available else []
+
+
+@dataclass(frozen=True)
+class AspiredVersion:
+    version: int
+    path: str
+    fingerprint: tuple[int, int, int]
+
+
+AspiredVersionsCallback = Callable[[str, list[AspiredVersion]], None]
+
+
+def parse_version(name: str) -> int | None:
+    """A folder name that is a non-negative decimal number is a version."""
+    if name.isascii() and name.isdigit():
+        return int(name)
+    return None
+
+
+def fingerprint(path: str) -> tuple[int, int, int]:
+    """(files, bytes, newest mtime in ns) of a version folder; changes while it is written."""
+    files = size = newest = 0
+    for root, dirs, names in os.walk(path):
+        for n in (*names, *dirs):
+            try:
+                st = os.stat(os.path.join(root, n))
+            except OSError:
+                continue
+            files += 1
+            size += st.st_size if n in names else 0
+            newest = max(newest, st.st_mtime_ns)
+    return files, size, newest
+
+
+def list_versions(name: str, base_path: str, policy: VersionPolicy) -> list[AspiredVersion]:
+    """One poll: the aspired versions. Raises OSError when the base path cannot be read.
+
+    The caller then says nothing to the manager: like TF Serving, a missing or
+    unreadable base path never becomes an empty list, so a transient failure
+    unloads nothing.
+    """
+    try:
+        entries = list(os.scandir(base_path))
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"Could not find base path {base_path} for servable {name} with error {exc}"
+        ) from None
+    by_version: dict[int, str] = {}
+    for entry in entries:
+        version = parse_version(entry.name)
+        if version is None or not entry.is_dir():
+            continue
+        if version in by_version:
+            log.warning(
+                "Duplicate version directories detected. Version %d will be loaded from %s, "
+                "%s will be ignored.", version, entry.path, by_version[version],
+            )
+            if entry.name > os.path.basename(by_version[version]):
+                continue
+        by_version[version] = entry.path
+    chosen = policy.select(list(by_version))
+    if not chosen:
+        log.warning(
+            "No versions of servable %s found under base path %s. Did you forget to name "
+            "your leaf directory as a number (eg. '/1/')?", name, base_path,
+        )
+    return [AspiredVersion(v, by_version[v], fingerprint(by_version[v])) for v in chosen]
+
+
+class FileSystemSource:
+    """Polls one model's base path on the event loop; the listing runs on a thread."""
+
+    def __init__(
+        self,
+        name: str,
+        base_path: str,
+        callback: AspiredVersionsCallback,
+        *,
+        policy: VersionPolicy = VersionPolicy(),
+        poll_wait_seconds: float = 1.0,
+    ) -> None:
+        self.name = name
+        self.base_path = base_path
+        self.policy = policy
+        self.poll_wait_seconds = poll_wait_seconds
+        self._callback = callback
+        self._task: asyncio.Task | None = None
+        self._last_error: str | None = None
+
+    async def poll_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            versions = await loop.run_in_executor(
+                None, list_versions, self.name, self.base_path, self.policy
+            )
+        except OSError as exc:
+            message = str(exc)
+            # TF Serving logs this on every poll; once per change is enough to read.
+            if message != self._last_error:
+                log.error(
+                    "FileSystemStoragePathSource encountered a filesystem access error: %s",
+                    message,
+                )
+                self._last_error = message
+            return
+        if self._last_error is not None:
+            log.info("Base path %s for servable %s is readable again", self.base_path, self.name)
+            self._last_error = None
+        self._callback(self.name, versions)
+
+    async def _run(self) -> None:
+        while True:
+            await self.poll_once()
+            if self.poll_wait_seconds <= 0:
+                return  # 0: poll exactly once, as TF Serving does
+            await asyncio.sleep(self.poll_wait_seconds)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
