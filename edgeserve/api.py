@@ -51,9 +51,11 @@ def _shape_text(shape) -> str:
 def check_inputs(signature: SignatureSpec, inputs: Mapping[str, np.ndarray]) -> None:
     """Names, dtypes and shapes of a request's inputs against the signature.
 
-    Names with TF Serving's messages (predict_util.cc, saved_model util). Shapes: the
-    rank and every fixed dimension after the first must agree; the first is the batch
-    dimension, which TF2 exports often record as a fixed 1, so it is not checked.
+    Names with TF Serving's messages (predict_util.cc, saved_model util). Shapes: when
+    the rank matches the signature's, every fixed dimension after the first must agree
+    (the first is the batch dimension, which TF2 exports often record as a fixed 1).
+    A different rank is left to the model, as TF Serving does: its documented example
+    sends rows of scalars ({"instances": [1.0, 2.0]}) to half_plus_two's [-1,1] input.
     """
     expected = signature.inputs
     if len(inputs) > len(expected) or (len(inputs) < len(expected) and not signature.defaults):
@@ -80,7 +82,7 @@ def check_inputs(signature: SignatureSpec, inputs: Mapping[str, np.ndarray]) -> 
         if shape is None:
             continue
         got = array.shape
-        if len(got) != len(shape) or any(
+        if len(got) == len(shape) and any(
             want_dim >= 0 and got_dim != want_dim
             for want_dim, got_dim in zip(shape[1:], got[1:])
         ):

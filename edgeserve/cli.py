@@ -225,6 +225,9 @@ _EDGESERVE_FLAGS: tuple[FlagSpec, ...] = (
     _f("rest_api_max_request_bytes", "int64", 16 * 1024 * 1024,
        "Largest REST request body, after gzip inflation; larger gets 413.",
        edgeserve=True, min=1),
+    _f("rest_api_max_header_bytes", "int32", 64 * 1024,
+       "Largest request line plus headers; larger gets 431.",
+       edgeserve=True, min=1024),
     _f("rest_api_header_timeout_in_ms", "int32", 10000,
        "Time to receive a whole request (headers and body) once its first "
        "byte arrived; exceeded gets 408 and the connection is closed.",
@@ -326,6 +329,7 @@ class Options:
     # --- edgeserve's own flags ---
     bind_address: str = _default("bind_address")
     rest_api_max_request_bytes: int = _default("rest_api_max_request_bytes")
+    rest_api_max_header_bytes: int = _default("rest_api_max_header_bytes")
     rest_api_header_timeout_in_ms: int = _default("rest_api_header_timeout_in_ms")
     rest_api_idle_timeout_in_ms: int = _default("rest_api_idle_timeout_in_ms")
     inline_run_threshold_micros: int = _default("inline_run_threshold_micros")

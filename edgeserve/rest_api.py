@@ -71,6 +71,7 @@ _STATUS_LINES = {code: _status_line(code) for code in _REASONS}
 @dataclass(frozen=True)
 class Limits:
     max_request_bytes: int = 16 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024  # request line + headers
     request_timeout: float = 10.0  # first byte of a request -> complete
     idle_timeout: float = 60.0  # keep-alive connection with nothing to do
 
@@ -83,16 +84,17 @@ class _Route:
 
 
 class Request:
-    __slots__ = ("method", "url", "body", "keep_alive", "content_encoding", "origin")
+    __slots__ = ("method", "url", "body", "keep_alive", "content_encoding", "origin", "http10")
 
     def __init__(self, method: bytes, url: bytes, body: bytes, keep_alive: bool,
-                 content_encoding: bytes | None, origin: bytes | None) -> None:
+                 content_encoding: bytes | None, origin: bytes | None, http10: bool) -> None:
         self.method = method
         self.url = url
         self.body = body
         self.keep_alive = keep_alive
         self.content_encoding = content_encoding
         self.origin = origin
+        self.http10 = http10  # an HTTP/1.0 keep-alive must be acknowledged
 
 
 # ---- JSON renderings of status and metadata (TF Serving's proto JSON) ---------
@@ -348,6 +350,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._headers = 0
+        self._head_bytes = 0
         self._content_encoding: bytes | None = None
         self._origin: bytes | None = None
         self._expect_continue = False
@@ -370,7 +373,6 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._discard:
             return
-        self.idle_since = None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -389,7 +391,11 @@ class HttpProtocol(asyncio.Protocol):
     # ---- parser callbacks --------------------------------------------------
 
     def on_message_begin(self) -> None:
+        # Set here, not on every read: bare CRLFs between requests never begin a
+        # message, so they cannot hold a connection open past the idle timeout.
+        self.idle_since = None
         self.request_started = time.monotonic()
+        self._head_bytes = 0
         self._url = b""
         self._body = []
         self._body_size = 0
@@ -398,10 +404,19 @@ class HttpProtocol(asyncio.Protocol):
         self._origin = None
         self._expect_continue = False
 
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._fatal(431, f"Request line and headers exceed {self.limits.max_header_bytes} "
+                             "bytes (--rest_api_max_header_bytes)")
+            raise httptools.HttpParserError("headers too large")
+
     def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
         self._headers += 1
         if self._headers > _MAX_HEADERS:
             self._fatal(431, f"Too many request headers (more than {_MAX_HEADERS})")
@@ -423,7 +438,9 @@ class HttpProtocol(asyncio.Protocol):
                 raise httptools.HttpParserError("body too large")
 
     def on_headers_complete(self) -> None:
-        if self._expect_continue and not self._busy and not self._queue and self.transport:
+        # RFC 9110 10.1.1: an HTTP/1.0 client's 100-continue is ignored.
+        if (self._expect_continue and not self._busy and not self._queue and self.transport
+                and self._parser.get_http_version() != "1.0"):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -439,7 +456,7 @@ class HttpProtocol(asyncio.Protocol):
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._queue.append(Request(
             parser.get_method(), self._url, body, parser.should_keep_alive(),
-            self._content_encoding, self._origin,
+            self._content_encoding, self._origin, parser.get_http_version() == "1.0",
         ))
         if len(self._queue) >= _MAX_QUEUED and not self._reading_paused and self.transport:
             self._reading_paused = True
@@ -452,14 +469,14 @@ class HttpProtocol(asyncio.Protocol):
         while self._queue and not self._busy and not self._closed and not self._writing_paused:
             req = self._queue.popleft()
             if isinstance(req, tuple):  # a fatal error: answer, then close
-                self._write(req[0], req[1], b"", keep_alive=False)
+                self._write(req[0], req[1], b"", keep_alive=False, http10=False, head=False)
                 return
             coro = self.app.respond(req)
             try:
                 pending = coro.send(None)
             except StopIteration as done:  # finished without waiting: no Task needed
                 status, body, extra = done.value
-                self._write(status, body, extra, req.keep_alive)
+                self._write(status, body, extra, req.keep_alive, req.http10, req.method == b"HEAD")
                 continue
             self._busy = True
             task = self._loop.create_task(_finish(pending, coro))
@@ -480,23 +497,30 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
             return
         status, body, extra = task.result()
-        self._write(status, body, extra, req.keep_alive)
+        self._write(status, body, extra, req.keep_alive, req.http10, req.method == b"HEAD")
         self._process()
 
-    def _write(self, status: int, body: bytes, extra: bytes, keep_alive: bool) -> None:
+    def _write(self, status: int, body: bytes, extra: bytes, keep_alive: bool,
+               http10: bool, head: bool) -> None:
         if self._closed or self.transport is None:
             return
         keep_alive = keep_alive and not self._draining
-        head = b"".join((
+        if keep_alive:
+            connection = b"Connection: keep-alive\r\n" if http10 else b""
+        else:
+            connection = b"Connection: close\r\n"
+        header = b"".join((
             _STATUS_LINES.get(status) or _status_line(status),
             b"Content-Type: application/json\r\n",
             _Clock.date_header(),
             b"Content-Length: ", str(len(body)).encode(), b"\r\n",
-            b"" if keep_alive else b"Connection: close\r\n",
+            connection,
             extra,
             b"\r\n",
         ))
-        self.transport.write(head + body if len(body) < 16384 else head)
+        if head:  # a HEAD answer has the headers a GET would, and no body
+            body = b""
+        self.transport.write(header + body if len(body) < 16384 else header)
         if len(body) >= 16384:
             self.transport.write(body)
         if not keep_alive:

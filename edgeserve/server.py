@@ -94,6 +94,7 @@ class Server:
                 api,
                 limits=Limits(
                     max_request_bytes=options.rest_api_max_request_bytes,
+                    max_header_bytes=options.rest_api_max_header_bytes,
                     request_timeout=options.rest_api_header_timeout_in_ms / 1000,
                     idle_timeout=options.rest_api_idle_timeout_in_ms / 1000,
                 ),

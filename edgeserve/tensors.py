@@ -88,8 +88,15 @@ _TF_TYPE_NAMES = {
 }
 
 
+_REF_OFFSET = 100
+
+
 def _type_name(dtype: int) -> str:
     name = _TF_TYPE_NAMES.get(dtype)  # type: ignore[call-overload]
+    if name is None and dtype > _REF_OFFSET:
+        name = _TF_TYPE_NAMES.get(dtype - _REF_OFFSET)  # type: ignore[call-overload]
+        if name is not None and dtype - _REF_OFFSET != DataType.DT_INVALID:
+            return name + "_ref"
     return name if name is not None else f"unknown dtype enum ({int(dtype)})"
 
 
@@ -737,20 +744,19 @@ _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 
 
 def _too_deep_for_orjson(body: bytes) -> bool:
-    # orjson recurses per nesting level (and crashes somewhere past ~10^5 levels). The
-    # count of brackets bounds the depth; only when it is large is the depth computed,
-    # with strings blanked so their brackets do not count.
-    if body.count(b"[") + body.count(b"{") <= _ORJSON_MAX_DEPTH:
+    # orjson recurses once per nesting level (and crashes somewhere past 10^5 levels).
+    # The number of brackets bounds the depth; only when it is large is the depth
+    # computed, with strings blanked so that brackets inside them do not count.
+    if len(body) <= _ORJSON_MAX_DEPTH or body.count(b"[") + body.count(b"{") <= _ORJSON_MAX_DEPTH:
         return False
-    stripped = _JSON_STRING.sub(b'""', body)
-    codes = np.frombuffer(stripped, dtype=np.uint8)
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
     steps = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int32)
     steps -= (codes == 0x5D) | (codes == 0x7D)
     return int(np.cumsum(steps).max(initial=0)) > _ORJSON_MAX_DEPTH
 
 
 def _loads(body: bytes) -> tuple[Any, bool]:
-    """The parsed document, and whether the rapidjson re-implementation produced it."""
+    """The parsed document, and whether the rapidjson port (not orjson) produced it."""
     if not _too_deep_for_orjson(body):
         try:
             return orjson.loads(body), False
@@ -759,53 +765,80 @@ def _loads(body: bytes) -> tuple[Any, bool]:
     return _parse_with_rapidjson(body), True
 
 
+# --------------------------------------------------------------------------- dtypes
+# Plain ints: comparing against DataType members costs an enum attribute lookup each.
+_FLOAT = int(DataType.DT_FLOAT)
+_DOUBLE = int(DataType.DT_DOUBLE)
+_HALF = int(DataType.DT_HALF)
+_BFLOAT16 = int(DataType.DT_BFLOAT16)
+_STRING = int(DataType.DT_STRING)
+_BOOL = int(DataType.DT_BOOL)
+_INVALID = int(DataType.DT_INVALID)
+_FLOAT_TYPES = frozenset({_FLOAT, _DOUBLE, _HALF, _BFLOAT16})
+# TF Serving reads these with IsInt() into int_val, and TensorProto -> Tensor narrows by
+# a C++ cast, so out-of-range values wrap (300 arrives in a uint8 input as 44).
+# DT_UINT16 is edgeserve's addition, read the same way.
+_INT32_TYPES = frozenset(
+    int(t) for t in (DataType.DT_INT32, DataType.DT_INT16, DataType.DT_INT8, DataType.DT_UINT8, DataType.DT_UINT16)
+)
+_INT_RANGES = {t: (-(1 << 31), (1 << 31) - 1) for t in _INT32_TYPES}
+_INT_RANGES[int(DataType.DT_INT64)] = (-(1 << 63), (1 << 63) - 1)
+_INT_RANGES[int(DataType.DT_UINT32)] = (0, (1 << 32) - 1)
+_INT_RANGES[int(DataType.DT_UINT64)] = (0, (1 << 64) - 1)
+
+_NUMPY_DTYPES: dict[int, np.dtype] = {}
+for _dt in DataType:
+    if _dt < _REF_OFFSET and to_numpy(_dt) is not None:  # value types only, not *_REF
+        _NUMPY_DTYPES[int(_dt)] = to_numpy(_dt)
+_DTYPES_BY_NUMPY: dict[np.dtype, int] = {v: k for k, v in _NUMPY_DTYPES.items()}
+
+
 # --------------------------------------------------------------------------- requests
 
 
 @dataclass(frozen=True)
 class JsonPredictRequest:
-    """A parsed predict body, not yet typed: what `decode_inputs` needs, plus the format.
+    """A parsed predict body, not yet typed: the signature name, the format, and (private)
+    what `decode_inputs` needs.
 
     `signature_name` is "" when the body names none (the caller then uses
     serving_default). `format` is "row" for "instances", "columnar" for "inputs", and ""
-    when the body names neither. Like TF Serving, a body with a bad "instances"/"inputs"
-    part (both keys, neither, not a list, an empty list) is only refused by
-    `decode_inputs`, i.e. after the model and signature were resolved — TF Serving reports
-    an unknown model or signature before those.
+    when the body names neither. As in TF Serving, a body whose "instances"/"inputs" part
+    is unusable (both keys, neither, not a list, an empty list) is refused by
+    `decode_inputs`, i.e. after the model and signature were resolved: TF Serving reports
+    an unknown model or signature first.
     """
 
     signature_name: str
     format: str
-    # (payload, document, body, parsed_by_rapidjson_port, structural_error)
+    # (payload, document, body, parsed_by_the_rapidjson_port, deferred_error)
     _state: tuple = ()
 
     def __repr__(self) -> str:
         return f"JsonPredictRequest(signature_name={self.signature_name!r}, format={self.format!r})"
 
 
-_BOTH_KEYS = (
-    "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist "
-)
+_BOTH_KEYS = "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist "
 _NOT_A_LIST = "Expecting 'instances' to be an list/array"
 _EMPTY_LIST = "No values in 'instances' array"
 _NEITHER_KEY = "Missing 'inputs' or 'instances' key"
+_MISSING = object()
 
 
 def parse_predict_request(body: bytes) -> JsonPredictRequest:
     """Parses a REST predict body; raises ServingError(INVALID_ARGUMENT) as TF Serving does.
 
-    Raised here: an empty or malformed body, a top level that is not an object, a
-    "signature_name" that is not a string. Everything about "instances"/"inputs" is left
-    to `decode_inputs` (see JsonPredictRequest).
+    Raised here: an empty or malformed body ("JSON Parse error: ..."), a top level that is
+    not an object, a "signature_name" that is not a string. What is wrong with
+    "instances"/"inputs" is raised by `decode_inputs` (see JsonPredictRequest).
     """
-    if not isinstance(body, (bytes, bytearray)):
-        body = bytes(body)
+    if type(body) is not bytes and not isinstance(body, bytearray):
+        body = body.encode() if isinstance(body, str) else bytes(body)
     if not body:
         raise errors.invalid_argument("JSON Parse error: The document is empty")
     doc, by_port = _loads(body)
     if type(doc) is not dict:
         raise _invalid(f"JSON Value: {_debug(_rapidjson_doc(body, doc, by_port))} Is not object")
-
     signature_name = doc.get("signature_name", "")
     if type(signature_name) is not str:
         raise _invalid(
@@ -813,9 +846,8 @@ def parse_predict_request(body: bytes) -> JsonPredictRequest:
             "'signature_name' key must be a string value."
         )
     if by_port:
-        # A name with bytes that are not UTF-8 names no signature; keep it printable.
+        # A name with bytes that are not UTF-8 matches no signature; keep it printable.
         signature_name = signature_name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
     instances = doc.get("instances", _MISSING)
     if instances is not _MISSING:
         error = None
@@ -832,18 +864,15 @@ def parse_predict_request(body: bytes) -> JsonPredictRequest:
     return JsonPredictRequest(signature_name, "", (None, doc, body, by_port, _NEITHER_KEY))
 
 
-_MISSING = object()
-
-
 def decode_inputs(request: JsonPredictRequest, signature: SignatureSpec) -> dict[str, np.ndarray]:
     """Types the request's tensors per the signature's input dtypes, as TF Serving does.
 
-    Returns alias -> ndarray (DT_STRING as an object array of bytes); row format stacks the
-    instances on a new first axis. Raises ServingError (INVALID_ARGUMENT, or UNIMPLEMENTED
-    where TF Serving does) with TF Serving's messages. The names are checked as
-    json_tensor.cc checks them — row objects must carry exactly the signature's inputs,
-    a columnar object must carry each of them (extra columnar keys are ignored) — but
-    shapes are not checked against the signature.
+    Returns alias -> ndarray (DT_STRING: an object array of bytes); row format stacks the
+    instances on a new first axis. Raises ServingError with TF Serving's code (mostly
+    INVALID_ARGUMENT; UNIMPLEMENTED for a dtype JSON cannot express, as TF Serving) and
+    message. Names are checked where json_tensor.cc checks them — every row object must
+    carry exactly the signature's inputs, a columnar object each of them (other columnar
+    keys are ignored) — but shapes are not checked against the signature.
     """
     payload, doc, body, by_port, error = request._state
     infos = signature.inputs
@@ -853,27 +882,38 @@ def decode_inputs(request: JsonPredictRequest, signature: SignatureSpec) -> dict
         if error is _NEITHER_KEY:
             raise errors.invalid_argument(error)
         raise _invalid(f"JSON Value: {_debug(_rapidjson_doc(body, doc, by_port))} {error}")
-    if (
-        not by_port
-        and any(spec.dtype == DataType.DT_DOUBLE for spec in infos.values())
-        and _LONG_LITERAL.search(body) is not None
-    ):
-        # Doubles from long literals may differ in the last bit from rapidjson's.
-        payload, by_port = _payload(_rapidjson_doc(body, doc, False), request.format), True
+    if not by_port:
+        for spec in infos.values():
+            if spec.dtype == _DOUBLE and _has_long_literal(body):
+                # orjson rounds long literals correctly, rapidjson may not: read them as
+                # TF Serving reads them.
+                payload, by_port = _payload(_rapidjson_doc(body, doc, False), request.format), True
+                break
     decode = _decode_instances if request.format == ROW else _decode_inputs_value
     try:
-        return decode(payload, infos, _Context(body, by_port))
+        return decode(payload, infos, body, by_port)
     except ServingError:
         if by_port:
             raise
     # Messages quote values as rapidjson parsed them: decode again from its reading.
-    payload = _payload(_rapidjson_doc(body, doc, False), request.format)
-    return decode(payload, infos, _Context(body, True))
+    return decode(_payload(_rapidjson_doc(body, doc, False), request.format), infos, body, True)
 
 
-# A number literal whose double rapidjson may round differently from orjson: 16 or more
-# digits, or an exponent (StrtodNormalPrecision is exact only for short literals).
-_LONG_LITERAL = re.compile(rb"[0-9][0-9.]{15}|[0-9][eE]")
+# Number literals, seen through bytes.translate: digits and '.' become "0", e/E become
+# "e", all else " ". A literal whose double rapidjson may round differently from a correct
+# parse has 16+ digits or an exponent (StrtodNormalPrecision is exact below that); one
+# beyond float range has 39+ digits or an exponent. Keys like "instances" show no "0e".
+_NUMBER_MARKS = bytes(0x30 if c in b"0123456789." else 0x65 if c in b"eE" else 0x20 for c in range(256))
+
+
+def _has_long_literal(body: bytes) -> bool:
+    marks = body.translate(_NUMBER_MARKS)
+    return b"0e" in marks or b"0000000000000000" in marks
+
+
+def _may_exceed_float(body: bytes) -> bool:
+    marks = body.translate(_NUMBER_MARKS)
+    return b"0e" in marks or b"0" * 39 in marks
 
 
 def _rapidjson_doc(body: bytes, doc: Any, by_port: bool) -> Any:
@@ -884,58 +924,45 @@ def _payload(doc: dict, format: str) -> Any:
     return doc.get("instances") if format == ROW else doc.get("inputs")
 
 
-class _Context:
-    """Per-request facts the fast paths need, computed at most once."""
-
-    __slots__ = ("body", "by_port", "_has_bool_literal")
-
-    def __init__(self, body: bytes, by_port: bool) -> None:
-        self.body = body
-        self.by_port = by_port
-        self._has_bool_literal: bool | None = None
-
-    def may_hold_bools(self) -> bool:
-        # numpy reads True as 1.0; when the body has no true/false token, no leaf is a bool.
-        if self._has_bool_literal is None:
-            self._has_bool_literal = b"true" in self.body or b"false" in self.body
-        return self._has_bool_literal
-
-
 def _is_b64_object(value: Any) -> bool:
     return type(value) is dict and len(value) == 1 and type(value.get("b64")) is str
 
 
 def _is_element_object(value: Any) -> bool:
-    return type(value) is dict and not _is_b64_object(value)
+    return type(value) is dict and not (len(value) == 1 and type(value.get("b64")) is str)
 
 
-def _decode_instances(instances: list, infos: Mapping[str, Any], context: _Context) -> dict[str, np.ndarray]:
-    names = sorted(infos)
+def _decode_instances(instances: list, infos: Mapping[str, Any], body: bytes, by_port: bool) -> dict[str, np.ndarray]:
     first = instances[0]
-    if type(first) is not dict and len(names) > 1:
+    if len(infos) == 1:
+        if not _is_element_object(first):
+            for name in infos:
+                array = _fast_array(instances, infos[name].dtype, body, by_port)
+                if array is not None:
+                    return {name: array}
+                return _decode_instances_exactly(instances, infos, [name])
+    elif type(first) is not dict:
         raise errors.invalid_argument(
             "instances is a plain list, but expecting list of objects as multiple input "
             "tensors required as per tensorinfo_map"
         )
-    if not _is_element_object(first):
-        name = names[0]
-        array = _fast_array(instances, infos[name].dtype, context)
-        if array is not None:
-            return {name: array}
-    elif all(_is_element_object(item) and item.keys() == infos.keys() for item in instances):
-        result = {}
-        for name in names:
-            column = [item[name] for item in instances]
-            array = _fast_array(column, infos[name].dtype, context)
-            if array is None:
-                break
-            result[name] = array
-        else:
-            return result
+    names = sorted(infos)
+    if _is_element_object(first):
+        keys = set(names)
+        if all(type(item) is dict and item.keys() == keys for item in instances):
+            result = {}
+            for name in names:
+                array = _fast_array([item[name] for item in instances], infos[name].dtype, body, by_port)
+                if array is None:
+                    break
+                result[name] = array
+            else:
+                return result
     return _decode_instances_exactly(instances, infos, names)
 
 
 def _decode_instances_exactly(instances: list, infos: Mapping[str, Any], names: list[str]) -> dict[str, np.ndarray]:
+    """FillTensorMapFromInstancesList, element by element, for TF Serving's first error."""
     objects = _is_element_object(instances[0])
     values: dict[str, list] = {}
     shapes: dict[str, tuple[int, ...]] = {}
@@ -948,13 +975,12 @@ def _decode_instances_exactly(instances: list, infos: Mapping[str, Any], names: 
         if name not in sizes:
             sizes[name] = len(flat)
             shapes[name] = shape
-            values[name] = []
-        elif sizes[name] != len(flat):
+            values[name] = flat
+            return
+        if sizes[name] != len(flat):
             raise _invalid(f"Expecting tensor size: {sizes[name]} but got: {len(flat)}")
-        elif shapes[name] != shape:
-            raise _invalid(
-                f"Expecting shape {_shape_string(shapes[name])} but got: {_shape_string(shape)}"
-            )
+        if shapes[name] != shape:
+            raise _invalid(f"Expecting shape {_shape_string(shapes[name])} but got: {_shape_string(shape)}")
         values[name].extend(flat)
 
     for index, element in enumerate(instances):
@@ -963,7 +989,7 @@ def _decode_instances_exactly(instances: list, infos: Mapping[str, Any], names: 
                 raise _invalid(f"Expecting object but got list at item {index} of input list")
             keys = set()
             for key, item in element.items():
-                name = key.partition("\0")[0]  # std::string built from a C string
+                name = key.partition("\0")[0]  # a std::string made from a C string
                 keys.add(name)
                 try:
                     add_item(item, name)
@@ -988,58 +1014,41 @@ def _decode_instances_exactly(instances: list, infos: Mapping[str, Any], names: 
                 ) from None
     count = len(instances)
     return {
-        name: _to_array(flat, infos[name].dtype, (count, *shapes[name]))
+        name: _to_array(flat, infos[name].dtype, (count, *shapes[name]), name)
         for name, flat in values.items()
     }
 
 
-def _decode_inputs_value(value: Any, infos: Mapping[str, Any], context: _Context) -> dict[str, np.ndarray]:
+def _decode_inputs_value(value: Any, infos: Mapping[str, Any], body: bytes, by_port: bool) -> dict[str, np.ndarray]:
+    """FillTensorMapFromInputsMap."""
     if type(value) is not dict or _is_b64_object(value):
         if len(infos) > 1:
             raise errors.invalid_argument(
                 "inputs is a plain value/list, but expecting an object as multiple input "
                 "tensors required as per tensorinfo_map"
             )
-        (name,) = infos
-        return {name: _decode_tensor(value, infos[name].dtype, context)}
+        for name in infos:
+            return {name: _decode_tensor(value, name, infos[name].dtype, body, by_port)}
     result = {}
     for name in sorted(infos):
         if name not in value:
             raise _invalid(f"Missing named input: {name} in 'inputs' object.")
-        result[name] = _decode_tensor(value[name], infos[name].dtype, context)
+        result[name] = _decode_tensor(value[name], name, infos[name].dtype, body, by_port)
     return result
 
 
-def _decode_tensor(value: Any, dtype: DataType, context: _Context) -> np.ndarray:
-    array = _fast_array(value, dtype, context)
+def _decode_tensor(value: Any, name: str, dtype: int, body: bytes, by_port: bool) -> np.ndarray:
+    array = _fast_array(value, dtype, body, by_port)
     if array is not None:
         return array
     shape, flat = _fill(value, dtype)
-    return _to_array(flat, dtype, shape)
+    return _to_array(flat, dtype, shape, name)
 
 
 # --------------------------------------------------------------------------- typing leaves
 
-_FLOAT_TYPES = frozenset({DataType.DT_FLOAT, DataType.DT_DOUBLE, DataType.DT_HALF, DataType.DT_BFLOAT16})
-# Types TF Serving reads with IsInt() and stores in int_val, which narrows by wrapping
-# (TensorProto -> Tensor is a C++ cast): 300 for uint8 arrives as 44. DT_UINT16 is ours.
-_INT32_TYPES = frozenset({DataType.DT_INT32, DataType.DT_INT16, DataType.DT_INT8, DataType.DT_UINT8, DataType.DT_UINT16})
-_INT_RANGES = {
-    DataType.DT_INT64: (-(1 << 63), (1 << 63) - 1),
-    DataType.DT_UINT32: (0, (1 << 32) - 1),
-    DataType.DT_UINT64: (0, (1 << 64) - 1),
-}
-for _dt in _INT32_TYPES:
-    _INT_RANGES[_dt] = (-(1 << 31), (1 << 31) - 1)
-# Where a float leaves the range of the narrower float type (the cast would warn).
-_FLOAT_LIMITS = {
-    DataType.DT_FLOAT: 3.4028234663852886e38,
-    DataType.DT_HALF: 65504.0,
-    DataType.DT_BFLOAT16: 3.3895313892515355e38,
-}
 
-
-def _type_error(value: Any, dtype: DataType) -> ServingError:
+def _type_error(value: Any, dtype: int) -> ServingError:
     return _invalid(
         f"JSON Value: {_debug(value)} Type: {_json_type(value)} is not of expected type: "
         f"{_type_name(dtype)}"
@@ -1051,8 +1060,8 @@ _BASE64_PADDING = {0: 0, 2: 2, 3: 1}
 
 
 def _absl_base64_decode(text: str) -> bytes | None:
-    """absl::Base64Unescape: whitespace anywhere is ignored; padding ('=' or '.') is
-    optional, but when present it must be exactly right; leftover bits are dropped."""
+    """absl::Base64Unescape: whitespace anywhere is skipped; padding ('=' or '.') may be
+    left out, but when present must be exactly right; leftover bits are dropped."""
     raw = text.encode("utf-8", "surrogateescape").translate(None, b" \t\n\v\f\r")
     match = _BASE64_TEXT.fullmatch(raw)
     if match is None:
@@ -1064,8 +1073,9 @@ def _absl_base64_decode(text: str) -> bytes | None:
     return binascii.a2b_base64(data + b"=" * expected)
 
 
-def _leaf_converter(dtype: DataType):
-    """A function checking one JSON leaf for `dtype` and returning its Python value."""
+def _leaf_converter(dtype: int):
+    """A function that checks one JSON leaf for `dtype` (AddValueToTensor) and returns
+    the Python value to store."""
     if dtype in _FLOAT_TYPES:
         def leaf(value: Any) -> Any:
             kind = type(value)
@@ -1082,21 +1092,19 @@ def _leaf_converter(dtype: DataType):
                 return value
             raise _type_error(value, dtype)
         return leaf
-    if dtype == DataType.DT_BOOL:
+    if dtype == _BOOL:
         def leaf(value: Any) -> Any:
             if type(value) is bool:
                 return value
             raise _type_error(value, dtype)
         return leaf
-    if dtype == DataType.DT_STRING:
+    if dtype == _STRING:
         def leaf(value: Any) -> Any:
             if type(value) is str:
                 return value.encode("utf-8", "surrogateescape")
             if type(value) is dict:
                 if not _is_b64_object(value):
-                    raise _invalid(
-                        f"JSON Value: {_debug(value)} not formatted correctly for base64 data"
-                    )
+                    raise _invalid(f"JSON Value: {_debug(value)} not formatted correctly for base64 data")
                 decoded = _absl_base64_decode(value["b64"])
                 if decoded is None:
                     raise errors.invalid_argument("Unable to base64 decode")
@@ -1116,10 +1124,10 @@ def _shape_string(shape: tuple[int, ...]) -> str:
     return "[" + ",".join(map(str, shape)) + "]"
 
 
-def _fill(value: Any, dtype: DataType) -> tuple[tuple[int, ...], list]:
-    """GetDenseTensorShape + FillTensorProto: the shape from first elements, then every
-    leaf checked at the level and list size that shape demands. Iterative: a body may
-    nest lists far deeper than Python's recursion limit."""
+def _fill(value: Any, dtype: int) -> tuple[tuple[int, ...], list]:
+    """GetDenseTensorShape + FillTensorProto: the shape read off the first elements, then
+    every leaf checked at the level and list size that shape demands, in document order.
+    Iterative: a body may nest lists far deeper than Python's recursion limit."""
     shape = []
     probe = value
     while type(probe) is list:
@@ -1129,7 +1137,7 @@ def _fill(value: Any, dtype: DataType) -> tuple[tuple[int, ...], list]:
         probe = probe[0]
     rank = len(shape)
     leaf = _leaf_converter(dtype)
-    if type(value) is not list:
+    if not rank:
         return (), [leaf(value)]
     flat: list = []
     append = flat.append
@@ -1158,32 +1166,39 @@ def _fill(value: Any, dtype: DataType) -> tuple[tuple[int, ...], list]:
     return tuple(shape), flat
 
 
-def _to_array(flat: list, dtype: DataType, shape: tuple[int, ...]) -> np.ndarray:
-    """Typed leaves (already checked) -> ndarray of `shape`."""
-    if dtype == DataType.DT_STRING:
+_MAX_RANK = 64  # numpy's limit (TF's is 254; either way Tensor::FromProto would fail)
+
+
+def _to_array(flat: list, dtype: int, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Checked leaves -> an ndarray of `shape` (C order)."""
+    if len(shape) > _MAX_RANK:
+        raise errors.invalid_argument(f"tensor parsing error: {name}")
+    if dtype == _STRING:
         array = np.empty(len(flat), dtype=object)
         array[:] = flat
         return array.reshape(shape)
-    target = to_numpy(dtype)
+    target = _NUMPY_DTYPES.get(dtype)
+    if target is None:  # no leaves were given for a type numpy cannot hold
+        return np.empty(shape, dtype=object)
     if dtype in _FLOAT_TYPES:
         doubles = np.array(flat, dtype=np.float64)
-        if dtype == DataType.DT_DOUBLE:
+        if dtype == _DOUBLE:
             return doubles.reshape(shape)
-        with np.errstate(over="ignore"):  # like GetFloat(): out of range becomes ±inf
+        with np.errstate(over="ignore"):  # GetFloat(): beyond float range becomes ±inf
             return doubles.astype(target).reshape(shape)
     if dtype in _INT32_TYPES:
         return np.array(flat, dtype=np.int64).astype(target).reshape(shape)
     return np.array(flat, dtype=target).reshape(shape)
 
 
-def _fast_array(value: Any, dtype: DataType, context: _Context) -> np.ndarray | None:
-    """numpy's own list conversion when it provably gives TF Serving's result, else None.
+def _fast_array(value: Any, dtype: int, body: bytes, by_port: bool) -> np.ndarray | None:
+    """numpy's own list conversion, when it provably gives TF Serving's result; else None.
 
-    np.asarray proves the nesting regular and the leaves numbers (or all bools); what it
-    cannot see — a true/false among numbers, an int out of range, a float literal where
-    an int is required — sends the value to the exact path instead.
+    np.asarray proves the nesting regular and the leaves all numbers (or all bools). What
+    it cannot see — a true/false among numbers, an int out of range, a float where an int
+    is required — sends the value to the exact path instead.
     """
-    if dtype == DataType.DT_STRING or type(value) is not list:
+    if type(value) is not list or dtype == _STRING:
         return None
     try:
         array = np.asarray(value)
@@ -1191,75 +1206,83 @@ def _fast_array(value: Any, dtype: DataType, context: _Context) -> np.ndarray | 
         return None
     kind = array.dtype.kind
     if dtype in _FLOAT_TYPES:
-        if kind not in "fiu" or context.may_hold_bools():
+        if kind not in "fiu" or b"true" in body or b"false" in body:
             return None
         if kind != "f":
             array = array.astype(np.float64)  # int -> double -> float, as GetFloat() does
-        if dtype == DataType.DT_DOUBLE:
+        if dtype == _DOUBLE:
             return array
-        limit = _FLOAT_LIMITS.get(dtype)
-        if context.by_port or dtype != DataType.DT_FLOAT or array.size > 64:
-            with np.errstate(over="ignore"):
-                return array.astype(to_numpy(dtype))
-        if array.size:
-            flat = array.ravel().tolist()
-            if max(flat) > limit or min(flat) < -limit:
-                with np.errstate(over="ignore"):
-                    return array.astype(np.float32)
-        return array.astype(np.float32)
-    if dtype == DataType.DT_BOOL:
+        if dtype == _FLOAT and array.size <= 64 and not _may_exceed_float(body):
+            return array.astype(np.float32)  # no overflow: cheaper than np.errstate
+        with np.errstate(over="ignore"):
+            return array.astype(_NUMPY_DTYPES[dtype])
+    if dtype == _BOOL:
         return array if kind == "b" else None
     low_high = _INT_RANGES.get(dtype)
-    if low_high is None or kind not in "iu" or not array.size or context.may_hold_bools():
+    if low_high is None or kind not in "iu" or not array.size or b"true" in body or b"false" in body:
         return None
-    low, high = low_high
     if array.size <= 32:
         flat = array.ravel().tolist()
         smallest, largest = min(flat), max(flat)
     else:
         smallest, largest = int(array.min()), int(array.max())
-    if smallest < low or largest > high:
+    if smallest < low_high[0] or largest > low_high[1]:
         return None
-    target = to_numpy(dtype)
     if dtype in _INT32_TYPES and array.dtype != np.int64:
         array = array.astype(np.int64)
-    return array.astype(target, copy=False)
+    return array.astype(_NUMPY_DTYPES[dtype], copy=False)
 
 
 # --------------------------------------------------------------------------- responses
-# Layout of rapidjson's PrettyWriter (4-space indent) as MakeJsonFromTensors drives it:
-# row format writes each instance with single-line arrays ("[1, 2]") but objects always
-# break lines; columnar format breaks every array element onto its own line.
+# rapidjson's PrettyWriter (4-space indent) as MakeJsonFromTensors drives it: row format
+# writes each instance with single-line arrays ("[1, 2]"), yet objects always break lines;
+# columnar format puts every array element on its own line.
 
-_F32 = struct.Struct("f")
+_F32_PACK = struct.Struct("f").pack
+_F32_UNPACK = struct.Struct("f").unpack
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
-def _format_floats(values: list[float], digits: int) -> list[str]:
-    """WriteDecimal for each value: "%g" if it round-trips, else `digits` significant
-    digits (9 for float, 17 for double); ".0" for whole numbers; NaN/Infinity bare."""
+def _format_float32(values: list[float]) -> list[str]:
+    """WriteDecimal<float>: "%g" if it reads back as the same float, else "%.9g"; ".0"
+    added to whole numbers; NaN, Infinity, -Infinity bare."""
     out = []
     append = out.append
-    round_trip = _F32.unpack
-    pack = _F32.pack
     for v in values:
-        if v - v != 0.0:
-            append("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
-            continue
         s = "%g" % v
-        if digits == 9:
-            if round_trip(pack(float(s)))[0] != v:
-                s = "%.9g" % v
-        elif digits == 17:
-            if float(s) != v:
-                s = "%.17g" % v
+        f = float(s)
+        if f != v and _F32_UNPACK(_F32_PACK(f))[0] != v:
+            s = "%.9g" % v
         if "." not in s and "e" not in s:
-            s += ".0"
+            s = _NON_FINITE.get(s) or s + ".0"
         append(s)
     return out
 
 
+def _format_float64(values: list[float]) -> list[str]:
+    """WriteDecimal<double>: "%g" if it reads back as the same double, else "%.17g"."""
+    out = []
+    append = out.append
+    for v in values:
+        s = "%g" % v
+        if float(s) != v:
+            s = "%.17g" % v
+        if "." not in s and "e" not in s:
+            s = _NON_FINITE.get(s) or s + ".0"
+        append(s)
+    return out
+
+
+def _format_float_short(values: list[float]) -> list[str]:
+    # half / bfloat16 (not written by TF Serving): "%g" always reads back for 11 or 8 bits.
+    out = ["%g" % v for v in values]
+    return [s if "." in s or "e" in s else (_NON_FINITE.get(s) or s + ".0") for s in out]
+
+
 def _string_leaf(raw: Any) -> str:
-    if isinstance(raw, bytes):
+    """Writer::String: only '"', '\\' and control characters are escaped; other bytes,
+    valid UTF-8 or not, are written as they are (carried here by surrogateescape)."""
+    if type(raw) is bytes:
         text = raw.decode("utf-8", "surrogateescape")
     elif isinstance(raw, str):
         text = raw
@@ -1271,85 +1294,86 @@ def _string_leaf(raw: Any) -> str:
 
 
 def _as_bytes(raw: Any) -> bytes:
-    if isinstance(raw, bytes):
+    if type(raw) is bytes:
         return raw
     if isinstance(raw, str):
         return raw.encode("utf-8", "surrogateescape")
     return bytes(raw)
 
 
-def _output_dtype(alias: str, array: np.ndarray, signature: SignatureSpec | None) -> DataType:
-    dtype = from_numpy(array.dtype)
-    if signature is not None and (dtype == DataType.DT_INVALID or array.dtype == object):
+def _output_dtype(alias: str, array: np.ndarray, signature: SignatureSpec | None) -> int:
+    dtype = _DTYPES_BY_NUMPY.get(array.dtype)
+    if dtype is None:
+        dtype = int(from_numpy(array.dtype))
+    if signature is not None and (dtype == _STRING or dtype == _INVALID):
+        # An object array holds whatever the signature says (strings, or e.g. variants).
         spec = signature.outputs.get(alias)
         if spec is not None:
-            return spec.dtype
+            return int(spec.dtype)
     return dtype
 
 
-def _leaf_strings(alias: str, array: np.ndarray, dtype: DataType, depth: int) -> list[str]:
-    """Every element of `array` (C order) as TF Serving writes it; `depth` is rapidjson's
-    nesting level at the element, which only matters for {"b64": ...} objects."""
-    flat = array.ravel()
-    if dtype == DataType.DT_FLOAT:
-        return _format_floats(flat.tolist(), 9)
-    if dtype == DataType.DT_DOUBLE:
-        return _format_floats(flat.tolist(), 17)
-    if dtype == DataType.DT_HALF or dtype == DataType.DT_BFLOAT16:
-        # Not written by TF Serving; "%g" always round-trips these 11- and 8-bit types.
-        return _format_floats(flat.astype(np.float32).tolist(), 6)
-    if dtype == DataType.DT_BOOL:
-        return ["true" if v else "false" for v in flat.tolist()]
+def _leaf_strings(alias: str, array: np.ndarray, dtype: int, depth: int) -> list[str]:
+    """Every element of `array`, in C order, as TF Serving writes it. `depth` is the
+    writer's nesting level of the element, which matters for {"b64": ...} objects only."""
+    if dtype == _FLOAT:
+        return _format_float32(array.ravel().tolist())
+    if dtype == _DOUBLE:
+        return _format_float64(array.ravel().tolist())
     if dtype in _INT_RANGES:
-        return list(map(str, flat.tolist()))
-    if dtype == DataType.DT_STRING:
+        return list(map(str, array.ravel().tolist()))
+    if dtype == _BOOL:
+        return ["true" if v else "false" for v in array.ravel().tolist()]
+    if dtype == _STRING:
+        values = array.ravel().tolist()
         if alias.endswith("_bytes"):
             head = "{\n" + " " * (4 * depth) + '"b64": "'
             tail = '"\n' + " " * (4 * (depth - 1)) + "}"
-            return [head + base64.b64encode(_as_bytes(v)).decode("ascii") + tail for v in flat.tolist()]
-        return [_string_leaf(v) for v in flat.tolist()]
+            return [head + base64.b64encode(_as_bytes(v)).decode("ascii") + tail for v in values]
+        return [_string_leaf(v) for v in values]
+    if dtype == _HALF or dtype == _BFLOAT16:
+        return _format_float_short(array.astype(np.float32).ravel().tolist())
     raise errors.invalid_argument(f"Failed to write JSON value for tensor type: {_type_name(dtype)}")
 
 
 def _nest(leaves: list[str], shape: tuple[int, ...], level: int, pretty: bool) -> list[str]:
-    """Groups C-ordered leaves into the arrays of `shape`'s trailing dimensions and returns
-    the shape[0] items. Arrays of dimension j sit at rapidjson nesting level `level` + j."""
+    """Groups C-ordered leaves into the arrays of shape[1:] and returns the shape[0]
+    items. The arrays of dimension j (j >= 1) sit at the writer's nesting level
+    `level` + j - 1; `pretty` puts their elements on lines of their own."""
     dims = shape[1:]
     if 0 in dims:
         zero = dims.index(0)
-        count = math.prod(shape[: zero + 1])
-        items = ["[]"] * count
+        items = ["[]"] * math.prod(shape[: zero + 1])
         dims = dims[:zero]
     else:
         items = leaves
     for j in range(len(dims), 0, -1):
         size = dims[j - 1]
         if pretty:
-            indent = "\n" + " " * (4 * (level + j))
+            indent = "\n" + " " * (4 * (level + j - 1))
             opening, separator = "[" + indent, "," + indent
-            closing = "\n" + " " * (4 * (level + j - 1)) + "]"
+            closing = "\n" + " " * (4 * (level + j - 2)) + "]"
         else:
             opening, separator, closing = "[", ", ", "]"
         if size == 1:
             items = [opening + item + closing for item in items]
         else:
-            items = [
-                opening + separator.join(items[i : i + size]) + closing
-                for i in range(0, len(items), size)
-            ]
+            items = [opening + separator.join(items[i : i + size]) + closing for i in range(0, len(items), size)]
     return items
 
 
-def _columnar_value(alias: str, array: np.ndarray, dtype: DataType, level: int) -> str:
-    """One tensor in columnar format, its outermost array at nesting level `level`."""
-    if array.ndim == 0:
-        return _leaf_strings(alias, array, dtype, level)[0]
-    if array.size == 0 and array.shape[0] == 0:
-        return "[]"
-    leaves = _leaf_strings(alias, array, dtype, level + array.ndim) if array.size else []
-    items = _nest(leaves, array.shape, level, pretty=True)
-    indent = "\n" + " " * (4 * level)
-    return "[" + indent + ("," + indent).join(items) + "\n" + " " * (4 * (level - 1)) + "]"
+_NUMERIC_JSON = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _orjson_numbers(array: np.ndarray, dtype: int, pretty: bool) -> bytes | None:
+    # Integers and bools print the same in orjson and rapidjson; only the whitespace
+    # differs, and there are no strings to get in the way of a plain replace.
+    if dtype not in _INT_RANGES and dtype != _BOOL:
+        return None
+    try:
+        return orjson.dumps(array, option=_NUMERIC_JSON | orjson.OPT_INDENT_2 if pretty else _NUMERIC_JSON)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def _key(alias: str) -> str:
@@ -1361,13 +1385,15 @@ def encode_predict_response(
     format: str,
     signature: SignatureSpec | None = None,
 ) -> bytes:
-    """TF Serving's predict response body for `outputs` (alias -> ndarray).
+    """TF Serving's predict response body (MakeJsonFromTensors) for alias -> ndarray.
 
-    `format` is the request's ("row" -> "predictions", "columnar" -> "outputs").
-    DT_STRING outputs whose alias ends in "_bytes" are written as {"b64": ...}, other
-    strings raw (bytes that are not UTF-8 are written as they are, like TF Serving).
-    `signature` supplies the dtype of object arrays when given. Several outputs are
-    written in sorted alias order.
+    `format` is the request's: "row" writes {"predictions": [...]}, one entry per
+    instance (the first axis, which all outputs must share), a bare value for a single
+    output and an object per instance for several; "columnar" writes {"outputs": value}
+    or {"outputs": {alias: value}}. DT_STRING outputs whose alias ends in "_bytes" are
+    written as {"b64": ...}, other strings as they are (bytes that are not UTF-8
+    included, like TF Serving). `signature` gives the dtype of object arrays. Several
+    outputs are written in sorted alias order.
     """
     if not outputs:
         raise errors.invalid_argument("Cannot convert empty tensor map to JSON")
@@ -1378,64 +1404,101 @@ def encode_predict_response(
     raise errors.invalid_argument("Invalid request format")
 
 
+_EMPTY_PREDICTIONS = b'{\n    "predictions": []\n}'
+
+
 def _encode_row(outputs: Mapping[str, np.ndarray], signature: SignatureSpec | None) -> bytes:
-    names = sorted(outputs) if len(outputs) > 1 else list(outputs)
-    arrays = {}
+    if len(outputs) == 1:
+        for name, array in outputs.items():
+            if type(array) is not np.ndarray:
+                array = np.asarray(array)
+            shape = array.shape
+            if not shape:
+                raise _invalid(f"Tensor name: {name} has no shape information ")
+            if not shape[0]:
+                return _EMPTY_PREDICTIONS
+            dtype = _output_dtype(name, array, signature)
+            if dtype != _FLOAT:
+                data = _orjson_numbers(array, dtype, pretty=False)
+                if data is not None:
+                    return b'{\n    "predictions": ' + data[:-1].replace(b",", b", ") + b'\n    ]\n}'
+            if len(shape) <= 2 and array.size and (len(shape) == 1 or shape[1] == 1):
+                leaves = _leaf_strings(name, array, dtype, 2 + len(shape))
+                inner = ", ".join(leaves) if len(shape) == 1 else "[" + "], [".join(leaves) + "]"
+            else:
+                inner = ", ".join(_row_items(name, array, dtype, 2))
+            return ('{\n    "predictions": [' + inner + "\n    ]\n}").encode("utf-8", "surrogateescape")
+    names = sorted(outputs)
+    arrays = []
     batch = -1
     for name in names:
         array = outputs[name]
         if type(array) is not np.ndarray:
             array = np.asarray(array)
-        if array.ndim == 0:
+        if not array.ndim:
             raise _invalid(f"Tensor name: {name} has no shape information ")
         size = array.shape[0]
         if batch >= 0 and batch != size:
             raise _invalid(f"Tensor name: {name} has inconsistent batch size: {size} expecting: {batch}")
         batch = size
-        arrays[name] = array
-    if len(names) == 1:
-        (name,) = names
-        array = arrays[name]
-        if batch == 0:
-            return b'{\n    "predictions": []\n}'
-        dtype = _output_dtype(name, array, signature)
-        items = _row_items(name, array, dtype, 2)
-        text = '{\n    "predictions": [' + ", ".join(items) + "\n    ]\n}"
-        return text.encode("utf-8", "surrogateescape")
-    if batch == 0:
-        return b'{\n    "predictions": []\n}'
-    columns = []
-    for name in names:
-        array = arrays[name]
-        dtype = _output_dtype(name, array, signature)
-        columns.append((_key(name) + ": ", _row_items(name, array, dtype, 3)))
+        arrays.append(array)
+    if not batch:
+        return _EMPTY_PREDICTIONS
+    columns = [
+        (_key(name) + ": ", _row_items(name, array, _output_dtype(name, array, signature), 3))
+        for name, array in zip(names, arrays)
+    ]
     member = ",\n            "
     rows = [
-        "{\n            " + member.join(key + items[i] for key, items in columns) + "\n        }"
+        "{\n            " + member.join([key + items[i] for key, items in columns]) + "\n        }"
         for i in range(batch)
     ]
     text = '{\n    "predictions": [\n        ' + ",\n        ".join(rows) + "\n    ]\n}"
     return text.encode("utf-8", "surrogateescape")
 
 
-def _row_items(alias: str, array: np.ndarray, dtype: DataType, level: int) -> list[str]:
-    """The single-line rendering of each instance (first-axis slice) of `array`; the
-    instance sits in a container at nesting level `level`."""
-    if array.size == 0:
-        return _nest([], array.shape, level + 1, pretty=False)
-    leaves = _leaf_strings(alias, array, dtype, level + array.ndim)
-    if array.ndim == 1:
+def _row_items(alias: str, array: np.ndarray, dtype: int, level: int) -> list[str]:
+    """Each instance (slice on the first axis) of `array` written on one line; the
+    instance is a value inside a container at the writer's nesting level `level`."""
+    shape = array.shape
+    if not array.size:
+        return _nest([], shape, level + 1, pretty=False)
+    leaves = _leaf_strings(alias, array, dtype, level + len(shape))
+    if len(shape) == 1:
         return leaves
-    return _nest(leaves, array.shape, level + 1, pretty=False)
+    if len(shape) == 2:
+        width = shape[1]
+        if width == 1:
+            return ["[" + leaf + "]" for leaf in leaves]
+        return ["[" + ", ".join(leaves[i : i + width]) + "]" for i in range(0, len(leaves), width)]
+    return _nest(leaves, shape, level + 1, pretty=False)
+
+
+def _columnar_value(alias: str, array: np.ndarray, dtype: int, level: int) -> str:
+    """One tensor in columnar format, as the value of a member at nesting level
+    `level` - 1 (its outermost array, if any, is at `level`)."""
+    if not array.ndim:
+        return _leaf_strings(alias, array, dtype, level)[0]
+    if not array.shape[0]:
+        return "[]"
+    if array.size:
+        data = _orjson_numbers(array, dtype, pretty=True)
+        if data is not None:
+            # orjson indents by 2 from column 0; rapidjson by 4 from this level.
+            data = data.replace(b"  ", b"    ").replace(b"\n", b"\n" + b" " * (4 * (level - 1)))
+            return data.decode("ascii")
+    leaves = _leaf_strings(alias, array, dtype, level + array.ndim) if array.size else []
+    items = _nest(leaves, array.shape, level + 1, pretty=True)
+    indent = "\n" + " " * (4 * level)
+    return "[" + indent + ("," + indent).join(items) + "\n" + " " * (4 * (level - 1)) + "]"
 
 
 def _encode_columnar(outputs: Mapping[str, np.ndarray], signature: SignatureSpec | None) -> bytes:
     if len(outputs) == 1:
-        ((name, array),) = outputs.items()
-        array = np.asarray(array)
-        value = _columnar_value(name, array, _output_dtype(name, array, signature), 2)
-        text = '{\n    "outputs": ' + value + "\n}"
-        return text.encode("utf-8", "surrogateescape")
+        for name, array in outputs.items():
+            array = np.asarray(array)
+            value = _columnar_value(name, array, _output_dtype(name, array, signature), 2)
+            return ('{\n    "outputs": ' + value + "\n}").encode("utf-8", "surrogateescape")
     members = []
     for name in sorted(outputs):
         array = np.asarray(outputs[name])

@@ -70,6 +70,7 @@ TF_SERVING_DEFAULTS = {
 EDGESERVE_DEFAULTS = {
     "bind_address": "0.0.0.0",
     "rest_api_max_request_bytes": 16 * 1024 * 1024,
+    "rest_api_max_header_bytes": 65536,
     "rest_api_header_timeout_in_ms": 10000,
     "rest_api_idle_timeout_in_ms": 60000,
     "inline_run_threshold_micros": 1000,
