@@ -26,7 +26,7 @@ BAD_REQUEST = (
 )
 
 
-def load_predict(model_dir: str):
+def load_predict(model_dir: str, fast: bool = False):
     import tensorflow as tf
 
     v1 = tf.compat.v1
@@ -34,6 +34,13 @@ def load_predict(model_dir: str):
     session = v1.Session(graph=tf.Graph(), config=config)
     with session.graph.as_default():
         v1.saved_model.loader.load(session, ["serve"], model_dir)
+    if fast:
+        # The call path edgeserve uses (see DESIGN.md): numpy straight to the C session.
+        from tensorflow.core.protobuf import config_pb2
+
+        call = session._make_callable_from_options(
+            config_pb2.CallableOptions(feed=["x:0"], fetch=["y:0"]))
+        return session, lambda x: call(x)[0]
     return session, session.make_callable("y:0", feed_list=["x:0"])
 
 
@@ -92,8 +99,8 @@ def make_protocol(predict):
     return PredictProtocol
 
 
-async def serve(port: int, model_dir: str) -> None:
-    session, predict = load_predict(model_dir)
+async def serve(port: int, model_dir: str, fast: bool = False) -> None:
+    session, predict = load_predict(model_dir, fast)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(make_protocol(predict), "127.0.0.1", port, backlog=1024)
     async with server:
@@ -101,12 +108,12 @@ async def serve(port: int, model_dir: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: baseline_bare.py PORT MODEL_VERSION_DIR", file=sys.stderr)
+    if len(argv) not in (2, 3) or (len(argv) == 3 and argv[2] != "fast"):
+        print("usage: baseline_bare.py PORT MODEL_VERSION_DIR [fast]", file=sys.stderr)
         return 2
     import uvloop
 
-    uvloop.run(serve(int(argv[0]), argv[1]))
+    uvloop.run(serve(int(argv[0]), argv[1], fast=len(argv) == 3))
     return 0
 
 

@@ -49,12 +49,13 @@ EXPECTED = [[2.5], [3.0], [4.5]]
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 CONNECTIONS = (1, 16, 64)
-SERVERS = ("edgeserve", "fastapi", "bare")
+SERVERS = ("edgeserve", "fastapi", "bare", "bare_fast")
 LABELS = {
     "inprocess": "in-process session.run",
     "edgeserve": "edgeserve",
     "fastapi": "FastAPI + uvicorn",
     "bare": "bare uvloop + httptools",
+    "bare_fast": "bare loop, edgeserve's session callable",
 }
 POLL_INTERVAL = 0.010
 RSS_SETTLE = 0.5
@@ -82,7 +83,7 @@ def server_command(name: str, port: int, model_base: str) -> list[str]:
     if name == "edgeserve":
         return [
             py, "-m", "edgeserve",
-            f"--rest_api_port={port}", "--port=0",
+            f"--rest_api_port={port}", "--port=0", "--bind_address=127.0.0.1",
             f"--model_name={MODEL_NAME}", f"--model_base_path={model_base}",
             "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1",
         ]
@@ -90,6 +91,8 @@ def server_command(name: str, port: int, model_base: str) -> list[str]:
         return [py, os.path.join(BENCH_DIR, "baseline_fastapi.py"), str(port), version_dir]
     if name == "bare":
         return [py, os.path.join(BENCH_DIR, "baseline_bare.py"), str(port), version_dir]
+    if name == "bare_fast":
+        return [py, os.path.join(BENCH_DIR, "baseline_bare.py"), str(port), version_dir, "fast"]
     raise ValueError(name)
 
 
@@ -408,6 +411,7 @@ def results_table(rows: dict[str, dict | None]) -> list[str]:
 
 def target_lines(rows: dict[str, dict | None]) -> list[str]:
     e, f, b = rows.get("edgeserve"), rows.get("fastapi"), rows.get("bare")
+    bf = rows.get("bare_fast")
     checks = [
         # (text, key, reference row, "ratio" or "diff", ">=" or "<=", limit)
         ("edgeserve rps@16 ≥ 2.2 × FastAPI rps@16", "rps@16", f, "ratio", ">=", 2.2),
@@ -415,6 +419,10 @@ def target_lines(rows: dict[str, dict | None]) -> list[str]:
         ("edgeserve p50@1 ≤ 1.2 × bare p50@1", "p50_us@1", b, "ratio", "<=", 1.2),
         ("edgeserve idle RSS ≤ bare idle RSS + 40 MB", "rss_mb", b, "diff", "<=", 40.0),
         ("edgeserve start-up ≤ 1.2 × bare start-up", "startup_s", b, "ratio", "<=", 1.2),
+        # Not an issue target: the same floor with edgeserve's faster session call,
+        # so the ratio shows what TF Serving's semantics cost, not the call path.
+        ("edgeserve rps@16 ≥ 0.9 × bare-with-edgeserve's-callable rps@16 (information)",
+         "rps@16", bf, "ratio", ">=", 0.9),
     ]
     lines = []
     for text, key, ref, kind, op, limit in checks:
@@ -503,7 +511,10 @@ def build_report(args, info: dict, tf_version: str, rows, unavailable, all_round
         " `async def` endpoint on uvicorn (uvloop + httptools, access log off) calling"
         " `session.run` inline and returning a dict; the bare loop is an `asyncio.Protocol` +"
         " `httptools` parser on uvloop calling a `session.make_callable` callable inline with"
-        " orjson in and out and no TF Serving semantics — the floor for a Python server.",
+        " orjson in and out and no TF Serving semantics — the floor for a Python server."
+        " The row \"bare loop, edgeserve's session callable\" is the same loop calling the model"
+        " through `Session._make_callable_from_options`, as edgeserve does (DESIGN.md): its"
+        " ratio to edgeserve is what the TF Serving semantics themselves cost.",
     ]
     if mc:
         out += ["", "For reference, a `session.make_callable` callable in-process (batch 1): "

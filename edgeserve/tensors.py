@@ -7,24 +7,31 @@ strings), typing it per a signature's input dtypes, and writing `"predictions"` 
 formatting, its error messages. It knows nothing of models, versions or sockets, and must
 never import TensorFlow.
 
-How the bytes are matched (TF Serving 2.x pins rapidjson 1.1.0):
+How the bytes are matched (TF Serving pins rapidjson 1.1.0):
 
-* Parsing uses orjson. When orjson refuses a body, a small re-implementation of rapidjson's
-  iterative parser (with TF Serving's flags: NaN/Infinity allowed, anything after the root
-  value ignored, no UTF-8 validation) either accepts it or produces rapidjson's message and
-  offset. Bodies nested deeper than orjson can safely recurse go straight to that parser.
-* Error messages embed values the way TF Serving does: re-serialized by rapidjson's
-  PrettyWriter (single-line arrays, 256-byte cap), numbers through a port of its Grisu2.
-* Floats are written like TF Serving's WriteDecimal: printf "%g" when that round-trips,
-  else 9 (float) or 17 (double) significant digits, ".0" added to whole numbers, and
-  NaN / Infinity / -Infinity bare.
+* Bodies are parsed by orjson. When orjson refuses one, a re-implementation of rapidjson's
+  iterative parser with TF Serving's flags (NaN/Infinity allowed, anything after the root
+  value ignored, no UTF-8 validation) either accepts it or gives rapidjson's message and
+  offset. It also parses bodies nested too deep for orjson, and re-reads a body whenever
+  a message must quote its numbers, or DT_DOUBLE inputs are given long literals: its
+  doubles are rapidjson's, which are not always correctly rounded.
+* Values in messages are re-serialized the way TF Serving's JsonValueToDebugString does:
+  PrettyWriter with single-line arrays, cut after 256 bytes, doubles through a port of
+  rapidjson's Grisu2.
+* Floats are written like TF Serving's WriteDecimal: "%g" when it reads back as the same
+  value, else 9 (float) or 17 (double) significant digits; ".0" appended to whole
+  numbers; NaN, Infinity and -Infinity bare. Responses have PrettyWriter's layout.
+* numpy's list conversion types the common case (numeric lists); an exact element-by-
+  element walk, in json_tensor.cc's order, takes over whenever numpy cannot prove the
+  result equal, and produces TF Serving's first error.
 
-Known, deliberate differences: duplicate JSON keys keep the last value (rapidjson keeps the
-first for lookups); decimal → double is correctly rounded (rapidjson's default parse may be
-off by an ulp beyond ~15 digits); objects keyed by alias are walked in sorted alias order
-(TF Serving walks a protobuf map in hash order). Beyond TF Serving, DT_HALF, DT_BFLOAT16 and
-DT_UINT16 are decoded and encoded (TF Serving answers "Conversion ... to type: half" /
-"Failed to write JSON value"); complex types still get TF Serving's errors.
+Deliberate differences: duplicate JSON keys keep the last value (rapidjson finds the
+first); a float (not double) input is read from a correctly rounded double, so it can
+differ from TF Serving's in the last bit for 16+ digit or exponent literals near a
+rounding boundary; several aliases are walked in sorted order (TF Serving walks a protobuf
+map in hash order); bytes that are not UTF-8, quoted in a message, become U+FFFD.
+Additions: DT_HALF, DT_BFLOAT16 and DT_UINT16 are read and written like their neighbours
+(TF Serving refuses them); complex and other types keep TF Serving's errors.
 """
 from __future__ import annotations
 
@@ -92,11 +99,11 @@ _REF_OFFSET = 100
 
 
 def _type_name(dtype: int) -> str:
+    if dtype > _REF_OFFSET:
+        base = _TF_TYPE_NAMES.get(dtype - _REF_OFFSET)  # type: ignore[call-overload]
+        if base is not None:
+            return base + "_ref"
     name = _TF_TYPE_NAMES.get(dtype)  # type: ignore[call-overload]
-    if name is None and dtype > _REF_OFFSET:
-        name = _TF_TYPE_NAMES.get(dtype - _REF_OFFSET)  # type: ignore[call-overload]
-        if name is not None and dtype - _REF_OFFSET != DataType.DT_INVALID:
-            return name + "_ref"
     return name if name is not None else f"unknown dtype enum ({int(dtype)})"
 
 
@@ -391,6 +398,7 @@ _PARSE_MESSAGES = {
     "too_big": "Number too big to be stored in double.",
     "miss_fraction": "Miss fraction part in number.",
     "miss_exponent": "Miss exponent in number.",
+    "too_deep": "Nesting deeper than 1000000 levels (an edgeserve limit).",
 }
 
 
@@ -442,6 +450,73 @@ _DIGITS = frozenset(b"0123456789")
 _HEX = {c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}
 
 
+_WHITESPACE = re.compile(rb"[ \t\n\r]*")
+# A plain number: an int of up to 18 digits, or a decimal without exponent (the digit
+# count is checked in _run_values), ending where a number must end. rapidjson reads these
+# exactly: an integer, or a <2^53 significand divided by an exact power of ten.
+_PLAIN_NUMBER = rb"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?(?=[ \t\n\r,\]])"
+_NUMBER_RUN = re.compile(_PLAIN_NUMBER + rb"(?:[ \t\n\r]*,[ \t\n\r]*" + _PLAIN_NUMBER + rb")*")
+_NUMBER_TOKEN = re.compile(rb"-?[0-9.]+")
+# A run of arrays holding only plain numbers, and the inside of each of them.
+_ARRAY_OF_NUMBERS = rb"\[[ \t\n\r]*(?:" + _PLAIN_NUMBER[:-len(rb"(?=[ \t\n\r,\]])")] + rb"(?:[ \t\n\r]*,[ \t\n\r]*" + _PLAIN_NUMBER[:-len(rb"(?=[ \t\n\r,\]])")] + rb")*)?[ \t\n\r]*\]"
+_ARRAY_RUN = re.compile(_ARRAY_OF_NUMBERS + rb"(?:[ \t\n\r]*,[ \t\n\r]*" + _ARRAY_OF_NUMBERS + rb")*")
+_ARRAY_BODY = re.compile(rb"\[([^\]]*)\]")
+# Deeper nesting is refused (TF Serving has no limit): 10^6 levels already cost ~100 MB.
+_MAX_DEPTH = 1_000_000
+
+
+def _run_values(run: bytes) -> list:
+    values = []
+    append = values.append
+    for literal in _NUMBER_TOKEN.findall(run):
+        if b"." not in literal:
+            append(int(literal))
+        elif len(literal) - (literal[0] == 0x2D) <= 16:  # at most 15 digits and the point
+            append(float(literal))
+        else:
+            append(_long_decimal(literal))
+    return values
+
+
+_MAX_EXACT = (1 << 53) - 1
+
+
+def _long_decimal(literal: bytes) -> float:
+    """ParseNumber's double for a plain decimal ("-?I.F", I at most 18 digits), computed
+    the way its digit loops would: the significand takes fraction digits while it is at
+    most 2^53 - 1, later digits are added in double arithmetic until 17 count, the rest
+    are dropped, and StrtodNormalPrecision scales the result."""
+    minus = literal[0] == 0x2D
+    whole, _, fraction = literal[minus:].partition(b".")
+    digits = whole + fraction
+    significant = len(whole) - 1 if whole != b"0" else 0
+    leading = len(digits) - len(digits.lstrip(b"0"))
+    # Fraction digits taken into the 64-bit significand: up to the one that lifts it
+    # past 2^53 - 1 (which needs 16 or 17 significant digits).
+    taken = leading + 16 - len(whole)
+    if taken < 0:
+        taken = 0
+    elif len(whole) + taken <= len(digits) and int(digits[: len(whole) + taken]) <= _MAX_EXACT:
+        taken += 1
+    if taken > len(fraction):
+        taken = len(fraction)
+    if whole != b"0":
+        significant += taken
+    else:
+        significant += max(0, taken - (len(fraction) - len(fraction.lstrip(b"0"))))
+    d = float(int(digits[: len(whole) + taken]))
+    exp_frac = -taken
+    for ch in fraction[taken:]:
+        if significant >= 17:
+            break
+        d = d * 10.0 + (ch - 48)
+        exp_frac -= 1
+        if d > 0.0:
+            significant += 1
+    d = _strtod_normal_precision(d, exp_frac)
+    return -d if minus else d
+
+
 class _RapidJsonParser:
     __slots__ = ("buf", "n")
 
@@ -454,72 +529,91 @@ class _RapidJsonParser:
         return self.buf[i] if i < self.n else 0
 
     def skip_ws(self, i: int) -> int:
-        buf, n = self.buf, self.n
-        while i < n and buf[i] in b" \n\r\t":
-            i += 1
+        if i < self.n and self.buf[i] in b" \n\r\t":
+            return _WHITESPACE.match(self.buf, i).end()  # type: ignore[union-attr]
         return i
 
     def parse(self) -> Any:
-        buf = self.buf
+        buf, n = self.buf, self.n
         i = 0
         for bom in (0xEF, 0xBB, 0xBF):  # EncodedInputStream skips each BOM byte it sees
-            if self.peek(i) == bom:
+            if i < n and buf[i] == bom:
                 i += 1
         i = self.skip_ws(i)
         state = _START
         root: Any = None
-        # Each frame: [container, state to return to, pending member key].
-        stack: list[list[Any]] = []
-        while self.peek(i) != 0:
-            token = _TOKENS[buf[i]]
-            dst = _PREDICT[state][token] if state in _PREDICT else _ERROR
+        # The open containers, the state each returns to, and pending member keys.
+        containers: list[Any] = []
+        returns: list[int] = []
+        keys: list[Any] = []
+        while i < n and buf[i]:
+            c = buf[i]
+            dst = _PREDICT[state][_TOKENS[c]] if state != _FINISH else _ERROR
             if dst == _ERROR:
                 raise _ParseError(_ERROR_FOR_STATE[state], i)
-            if dst == _OBJ_INIT or dst == _ARR_INIT:
+            if dst == _ELEMENT:
+                run = _NUMBER_RUN.match(buf, i)
+                if run is not None:  # fast path: a run of plain numbers, read at once
+                    containers[-1].extend(_run_values(run.group()))
+                    i = run.end()
+                else:
+                    value, i = self.parse_value(i)
+                    containers[-1].append(value)
+                state = _ELEMENT
+            elif dst == _OBJ_INIT or dst == _ARR_INIT:
+                if c == 0x5B and (state == _ARR_INIT or state == _ELEM_DELIM):
+                    run = _ARRAY_RUN.match(buf, i)
+                    if run is not None:  # fast path: "[1, 2], [3, 4]", read at once
+                        containers[-1].extend(
+                            [_run_values(inner) for inner in _ARRAY_BODY.findall(run.group())]
+                        )
+                        i = run.end()
+                        state = _ELEMENT
+                        i = self.skip_ws(i)
+                        continue
                 container: Any = {} if dst == _OBJ_INIT else []
                 if state == _ARR_INIT or state == _ELEM_DELIM:
                     back = _ELEMENT
-                    stack[-1][0].append(container)
+                    containers[-1].append(container)
                 elif state == _KV_DELIM:
                     back = _MEMBER_VALUE
-                    frame = stack[-1]
-                    frame[0][frame[2]] = container
+                    containers[-1][keys[-1]] = container
                 else:
                     back = state
                     root = container
-                stack.append([container, back, None])
+                if len(containers) >= _MAX_DEPTH:
+                    raise _ParseError("too_deep", i)
+                containers.append(container)
+                returns.append(back)
+                keys.append(None)
                 i += 1
                 state = dst
             elif dst == _MEMBER_KEY:
-                key, i = self.parse_string(i)
-                stack[-1][2] = key
+                keys[-1], i = self.parse_string(i)
                 state = dst
             elif dst == _KV_DELIM or dst == _MEMBER_DELIM or dst == _ELEM_DELIM:
                 i += 1
                 state = dst
-            elif dst == _MEMBER_VALUE or dst == _ELEMENT or dst == _VALUE:
+            elif dst == _MEMBER_VALUE:
                 value, i = self.parse_value(i)
-                if dst == _VALUE:
-                    root = value
-                    state = _FINISH
-                else:
-                    frame = stack[-1]
-                    if dst == _ELEMENT:
-                        frame[0].append(value)
-                    else:
-                        frame[0][frame[2]] = value
-                    state = dst
+                containers[-1][keys[-1]] = value
+                state = dst
+            elif dst == _VALUE:
+                value, i = self.parse_value(i)
+                return value  # kParseStopWhenDoneFlag: ignore whatever follows
             else:  # _OBJ_FINISH / _ARR_FINISH
                 if state == _MEMBER_DELIM:
                     raise _ParseError("miss_name", i)
                 if state == _ELEM_DELIM:
                     raise _ParseError("invalid", i)
-                frame = stack.pop()
-                state = _FINISH if frame[1] == _START else frame[1]
+                containers.pop()
+                keys.pop()
+                state = returns.pop()
+                if state == _START:
+                    return root  # kParseStopWhenDoneFlag: ignore whatever follows
                 i += 1
-            if state == _FINISH:  # kParseStopWhenDoneFlag: ignore whatever follows
-                return root
-            i = self.skip_ws(i)
+            if i < n and buf[i] in b" \n\r\t":
+                i = _WHITESPACE.match(buf, i).end()  # type: ignore[union-attr]
         raise _ParseError(_ERROR_FOR_STATE[state], i)
 
     def parse_value(self, i: int) -> tuple[Any, int]:
@@ -756,13 +850,60 @@ def _too_deep_for_orjson(body: bytes) -> bool:
 
 
 def _loads(body: bytes) -> tuple[Any, bool]:
-    """The parsed document, and whether the rapidjson port (not orjson) produced it."""
+    """The parsed document, and whether its doubles are rapidjson's (the Python parser
+    built it) rather than orjson's."""
     if not _too_deep_for_orjson(body):
         try:
             return orjson.loads(body), False
         except orjson.JSONDecodeError:
             pass
+        doc = _loads_with_special_numbers(body)
+        if doc is not _MISSING:
+            return doc, False
     return _parse_with_rapidjson(body), True
+
+
+# NaN / Infinity tokens outside strings (rapidjson's spellings, not followed by the
+# fraction or exponent rapidjson would go on to read), and the strings that stand in for
+# them while orjson parses. Bodies with a "\u0000" escape keep the Python parser.
+_SPECIAL_NUMBER = re.compile(rb'"(?:[^"\\]|\\.)*"|(-?)(NaN|Inf(?:inity)?)(?![.eE])', re.S)
+_STAND_INS = {b"NaN": b'"\\u0000NaN"', b"Inf": b'"\\u0000Inf"', b"-Inf": b'"\\u0000-Inf"'}
+_SPECIAL_VALUES = {"\0NaN": math.nan, "\0Inf": math.inf, "\0-Inf": -math.inf}
+
+
+def _stand_in(match: re.Match) -> bytes:
+    if match.group(2) is None:
+        return match.group()  # a string
+    if match.group(2) == b"NaN":
+        return _STAND_INS[b"NaN"]  # rapidjson drops the sign of NaN
+    return _STAND_INS[b"-Inf" if match.group(1) else b"Inf"]
+
+
+def _loads_with_special_numbers(body: bytes) -> Any:
+    # Python clients' json.dumps writes NaN and Infinity, which TF Serving accepts and
+    # orjson refuses; parsing those bodies in Python would be slow. If orjson accepts the
+    # body with stand-ins, rapidjson accepts the original with those numbers in place.
+    if (b"NaN" not in body and b"Inf" not in body) or b"\\u0000" in body:
+        return _MISSING
+    try:
+        doc = orjson.loads(_SPECIAL_NUMBER.sub(_stand_in, body))
+    except orjson.JSONDecodeError:
+        return _MISSING
+    if type(doc) is str:
+        return _SPECIAL_VALUES.get(doc, doc)
+    pending = [doc] if type(doc) is dict or type(doc) is list else []
+    specials = _SPECIAL_VALUES
+    while pending:
+        container = pending.pop()
+        items = enumerate(container) if type(container) is list else container.items()
+        for key, value in items:
+            kind = type(value)
+            if kind is str:
+                if value in specials:
+                    container[key] = specials[value]
+            elif kind is list or kind is dict:
+                pending.append(value)
+    return doc
 
 
 # --------------------------------------------------------------------------- dtypes
@@ -811,7 +952,7 @@ class JsonPredictRequest:
 
     signature_name: str
     format: str
-    # (payload, document, body, parsed_by_the_rapidjson_port, deferred_error)
+    # (payload, document, body, doubles_are_rapidjsons, deferred_error)
     _state: tuple = ()
 
     def __repr__(self) -> str:
@@ -836,16 +977,16 @@ def parse_predict_request(body: bytes) -> JsonPredictRequest:
         body = body.encode() if isinstance(body, str) else bytes(body)
     if not body:
         raise errors.invalid_argument("JSON Parse error: The document is empty")
-    doc, by_port = _loads(body)
+    doc, exact = _loads(body)
     if type(doc) is not dict:
-        raise _invalid(f"JSON Value: {_debug(_rapidjson_doc(body, doc, by_port))} Is not object")
+        raise _invalid(f"JSON Value: {_debug(_rapidjson_doc(body, doc, exact))} Is not object")
     signature_name = doc.get("signature_name", "")
     if type(signature_name) is not str:
         raise _invalid(
-            f"JSON Value: {_debug(_rapidjson_doc(body, doc, by_port))} not formatted correctly. "
+            f"JSON Value: {_debug(_rapidjson_doc(body, doc, exact))} not formatted correctly. "
             "'signature_name' key must be a string value."
         )
-    if by_port:
+    if exact:
         # A name with bytes that are not UTF-8 matches no signature; keep it printable.
         signature_name = signature_name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     instances = doc.get("instances", _MISSING)
@@ -857,11 +998,11 @@ def parse_predict_request(body: bytes) -> JsonPredictRequest:
             error = _NOT_A_LIST
         elif not instances:
             error = _EMPTY_LIST
-        return JsonPredictRequest(signature_name, ROW, (instances, doc, body, by_port, error))
+        return JsonPredictRequest(signature_name, ROW, (instances, doc, body, exact, error))
     inputs = doc.get("inputs", _MISSING)
     if inputs is not _MISSING:
-        return JsonPredictRequest(signature_name, COLUMNAR, (inputs, doc, body, by_port, None))
-    return JsonPredictRequest(signature_name, "", (None, doc, body, by_port, _NEITHER_KEY))
+        return JsonPredictRequest(signature_name, COLUMNAR, (inputs, doc, body, exact, None))
+    return JsonPredictRequest(signature_name, "", (None, doc, body, exact, _NEITHER_KEY))
 
 
 def decode_inputs(request: JsonPredictRequest, signature: SignatureSpec) -> dict[str, np.ndarray]:
@@ -874,50 +1015,65 @@ def decode_inputs(request: JsonPredictRequest, signature: SignatureSpec) -> dict
     carry exactly the signature's inputs, a columnar object each of them (other columnar
     keys are ignored) — but shapes are not checked against the signature.
     """
-    payload, doc, body, by_port, error = request._state
+    payload, doc, body, exact, error = request._state
     infos = signature.inputs
     if not infos:
         raise _invalid(f"Failed to get input map for signature: {request.signature_name or 'DEFAULT'}")
     if error is not None:
         if error is _NEITHER_KEY:
             raise errors.invalid_argument(error)
-        raise _invalid(f"JSON Value: {_debug(_rapidjson_doc(body, doc, by_port))} {error}")
-    if not by_port:
+        raise _invalid(f"JSON Value: {_debug(_rapidjson_doc(body, doc, exact))} {error}")
+    if not exact:
         for spec in infos.values():
-            if spec.dtype == _DOUBLE and _has_long_literal(body):
-                # orjson rounds long literals correctly, rapidjson may not: read them as
-                # TF Serving reads them.
-                payload, by_port = _payload(_rapidjson_doc(body, doc, False), request.format), True
+            if spec.dtype == _DOUBLE:
+                reread = _rapidjson_doc(body, doc, exact)
+                if reread is not doc:  # doubles as TF Serving reads them
+                    payload, doc, exact = _payload(reread, request.format), reread, True
                 break
     decode = _decode_instances if request.format == ROW else _decode_inputs_value
     try:
-        return decode(payload, infos, body, by_port)
+        return decode(payload, infos, body)
     except ServingError:
-        if by_port:
+        reread = _rapidjson_doc(body, doc, exact)
+        if reread is doc:
             raise
-    # Messages quote values as rapidjson parsed them: decode again from its reading.
-    return decode(_payload(_rapidjson_doc(body, doc, False), request.format), infos, body, True)
+    # The message may quote numbers: decode again from rapidjson's reading of them.
+    return decode(_payload(reread, request.format), infos, body)
 
 
-# Number literals, seen through bytes.translate: digits and '.' become "0", e/E become
-# "e", all else " ". A literal whose double rapidjson may round differently from a correct
-# parse has 16+ digits or an exponent (StrtodNormalPrecision is exact below that); one
-# beyond float range has 39+ digits or an exponent. Keys like "instances" show no "0e".
-_NUMBER_MARKS = bytes(0x30 if c in b"0123456789." else 0x65 if c in b"eE" else 0x20 for c in range(256))
+# The body seen through bytes.translate: digits and '.' become "0", e/E "e", the other
+# letters of true/false stay, all else becomes " ". A literal whose double rapidjson may
+# round differently from a correct parse shows 16+ "0"s or a "0e" (StrtodNormalPrecision
+# is exact below that); one beyond float range shows 39+ "0"s or a "0e"; a bool shows
+# "true" or "false". Keys such as "instances" or "signature_name" show none of these.
+_MARKS = bytes(
+    0x30 if c in b"0123456789." else 0x65 if c in b"eE" else c if c in b"trufals" else 0x20
+    for c in range(256)
+)
+# Re-reading a body with the Python parser costs ~0.1-0.5 µs a byte; above this size the
+# doubles orjson read (correctly rounded) stand in for rapidjson's.
+_REREAD_LIMIT = 256 * 1024
 
 
 def _has_long_literal(body: bytes) -> bool:
-    marks = body.translate(_NUMBER_MARKS)
+    marks = body.translate(_MARKS)
     return b"0e" in marks or b"0000000000000000" in marks
 
 
-def _may_exceed_float(body: bytes) -> bool:
-    marks = body.translate(_NUMBER_MARKS)
-    return b"0e" in marks or b"0" * 39 in marks
+def _numpy_unsafe(body: bytes) -> bool:
+    """Whether numpy's reading could differ from TF Serving's for a numeric target: a
+    true/false it would take as 1/0, or a number beyond float range (which numpy casts
+    with a warning)."""
+    marks = body.translate(_MARKS)
+    return b"0e" in marks or b"true" in marks or b"false" in marks or b"0" * 39 in marks
 
 
-def _rapidjson_doc(body: bytes, doc: Any, by_port: bool) -> Any:
-    return doc if by_port else _parse_with_rapidjson(body)
+def _rapidjson_doc(body: bytes, doc: Any, exact: bool) -> Any:
+    """The document with rapidjson's doubles: `doc` itself when its numbers are already
+    those (no literal rapidjson would round differently), else the body read again."""
+    if exact or len(body) > _REREAD_LIMIT or not _has_long_literal(body):
+        return doc
+    return _parse_with_rapidjson(body)
 
 
 def _payload(doc: dict, format: str) -> Any:
@@ -932,12 +1088,12 @@ def _is_element_object(value: Any) -> bool:
     return type(value) is dict and not (len(value) == 1 and type(value.get("b64")) is str)
 
 
-def _decode_instances(instances: list, infos: Mapping[str, Any], body: bytes, by_port: bool) -> dict[str, np.ndarray]:
+def _decode_instances(instances: list, infos: Mapping[str, Any], body: bytes) -> dict[str, np.ndarray]:
     first = instances[0]
     if len(infos) == 1:
         if not _is_element_object(first):
             for name in infos:
-                array = _fast_array(instances, infos[name].dtype, body, by_port)
+                array = _fast_array(instances, infos[name].dtype, body)
                 if array is not None:
                     return {name: array}
                 return _decode_instances_exactly(instances, infos, [name])
@@ -952,7 +1108,7 @@ def _decode_instances(instances: list, infos: Mapping[str, Any], body: bytes, by
         if all(type(item) is dict and item.keys() == keys for item in instances):
             result = {}
             for name in names:
-                array = _fast_array([item[name] for item in instances], infos[name].dtype, body, by_port)
+                array = _fast_array([item[name] for item in instances], infos[name].dtype, body)
                 if array is None:
                     break
                 result[name] = array
@@ -1019,7 +1175,7 @@ def _decode_instances_exactly(instances: list, infos: Mapping[str, Any], names: 
     }
 
 
-def _decode_inputs_value(value: Any, infos: Mapping[str, Any], body: bytes, by_port: bool) -> dict[str, np.ndarray]:
+def _decode_inputs_value(value: Any, infos: Mapping[str, Any], body: bytes) -> dict[str, np.ndarray]:
     """FillTensorMapFromInputsMap."""
     if type(value) is not dict or _is_b64_object(value):
         if len(infos) > 1:
@@ -1028,17 +1184,17 @@ def _decode_inputs_value(value: Any, infos: Mapping[str, Any], body: bytes, by_p
                 "tensors required as per tensorinfo_map"
             )
         for name in infos:
-            return {name: _decode_tensor(value, name, infos[name].dtype, body, by_port)}
+            return {name: _decode_tensor(value, name, infos[name].dtype, body)}
     result = {}
     for name in sorted(infos):
         if name not in value:
             raise _invalid(f"Missing named input: {name} in 'inputs' object.")
-        result[name] = _decode_tensor(value[name], name, infos[name].dtype, body, by_port)
+        result[name] = _decode_tensor(value[name], name, infos[name].dtype, body)
     return result
 
 
-def _decode_tensor(value: Any, name: str, dtype: int, body: bytes, by_port: bool) -> np.ndarray:
-    array = _fast_array(value, dtype, body, by_port)
+def _decode_tensor(value: Any, name: str, dtype: int, body: bytes) -> np.ndarray:
+    array = _fast_array(value, dtype, body)
     if array is not None:
         return array
     shape, flat = _fill(value, dtype)
@@ -1191,7 +1347,7 @@ def _to_array(flat: list, dtype: int, shape: tuple[int, ...], name: str) -> np.n
     return np.array(flat, dtype=target).reshape(shape)
 
 
-def _fast_array(value: Any, dtype: int, body: bytes, by_port: bool) -> np.ndarray | None:
+def _fast_array(value: Any, dtype: int, body: bytes) -> np.ndarray | None:
     """numpy's own list conversion, when it provably gives TF Serving's result; else None.
 
     np.asarray proves the nesting regular and the leaves all numbers (or all bools). What
@@ -1206,14 +1362,22 @@ def _fast_array(value: Any, dtype: int, body: bytes, by_port: bool) -> np.ndarra
         return None
     kind = array.dtype.kind
     if dtype in _FLOAT_TYPES:
-        if kind not in "fiu" or b"true" in body or b"false" in body:
+        if kind not in "fiu":
             return None
+        if array.size <= 64:
+            unsafe = _numpy_unsafe(body)
+            if unsafe and (b"true" in body or b"false" in body):
+                return None
+        else:
+            if b"true" in body or b"false" in body:
+                return None
+            unsafe = True
         if kind != "f":
             array = array.astype(np.float64)  # int -> double -> float, as GetFloat() does
         if dtype == _DOUBLE:
             return array
-        if dtype == _FLOAT and array.size <= 64 and not _may_exceed_float(body):
-            return array.astype(np.float32)  # no overflow: cheaper than np.errstate
+        if not unsafe and dtype == _FLOAT:
+            return array.astype(np.float32)  # no overflow possible: skip np.errstate
         with np.errstate(over="ignore"):
             return array.astype(_NUMPY_DTYPES[dtype])
     if dtype == _BOOL:
