@@ -8,6 +8,7 @@ signature is known.
 """
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -111,6 +112,10 @@ class Api:
         self._run_executor = run_executor
         self._inline_threshold = inline_threshold_seconds
 
+    async def offload(self, fn: Callable, *args):
+        """Runs CPU-heavy translation work (big tensors to or from JSON) off the loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._run_executor, fn, *args)
+
     def _runner(self, ver: LoadedVersion, signature_name: str) -> SignatureRunner:
         runner = ver.runners.get(signature_name)
         if runner is None:
@@ -137,7 +142,10 @@ class Api:
         output_filter: Sequence[str] | None = None,
         *,
         rest: bool = False,
+        offload: bool = False,
     ) -> PredictResult:
+        """Runs a signature. `offload`: decode the inputs on a worker thread (large
+        requests, whose decoding would otherwise hold the event loop for milliseconds)."""
         if spec.version is not None and spec.version_label is not None:
             raise invalid_argument(
                 f"Both model version ({spec.version}) and model version label "
@@ -147,7 +155,7 @@ class Api:
         try:
             signature_name = spec.signature_name or DEFAULT_SERVING_SIGNATURE_DEF_KEY
             signature = self._signature(ver, signature_name, rest)
-            inputs = decode(signature)
+            inputs = await self.offload(decode, signature) if offload else decode(signature)
             check_inputs(signature, inputs)
             if output_filter:
                 check_output_filter(signature, output_filter)

@@ -1,37 +1,38 @@
 """Tensor codecs: TF Serving's REST predict JSON ⇄ numpy (TensorProto ⇄ numpy joins later).
 
-This module owns what `tensorflow_serving/util/json_tensor.cc` does for the predict API:
-parsing a request body (row format `"instances"`, columnar format `"inputs"`, `{"b64": ...}`
-strings), typing it per a signature's input dtypes, and writing `"predictions"` /
-`"outputs"` exactly as TF Serving writes them — rapidjson's PrettyWriter layout, its float
-formatting, its error messages. It knows nothing of models, versions or sockets, and must
-never import TensorFlow.
+This module owns what `tensorflow_serving/util/json_tensor.cc` does for predict: parsing
+a request body (row format "instances", columnar format "inputs", {"b64": ...} strings),
+typing it per a signature's input dtypes, and writing "predictions" / "outputs" exactly
+as TF Serving writes them — rapidjson's PrettyWriter layout, its float formatting, its
+error messages and their order. It knows nothing of models, versions or sockets, checks no
+shapes against signatures, and must never import TensorFlow.
 
 How the bytes are matched (TF Serving pins rapidjson 1.1.0):
 
-* Bodies are parsed by orjson. When orjson refuses one, a re-implementation of rapidjson's
-  iterative parser with TF Serving's flags (NaN/Infinity allowed, anything after the root
-  value ignored, no UTF-8 validation) either accepts it or gives rapidjson's message and
-  offset. It also parses bodies nested too deep for orjson, and re-reads a body whenever
-  a message must quote its numbers, or DT_DOUBLE inputs are given long literals: its
-  doubles are rapidjson's, which are not always correctly rounded.
-* Values in messages are re-serialized the way TF Serving's JsonValueToDebugString does:
-  PrettyWriter with single-line arrays, cut after 256 bytes, doubles through a port of
-  rapidjson's Grisu2.
-* Floats are written like TF Serving's WriteDecimal: "%g" when it reads back as the same
+* Bodies are parsed by orjson; NaN/Infinity (which TF Serving accepts) by orjson with
+  stand-ins. Anything else orjson refuses goes to a re-implementation of rapidjson's
+  iterative parser with TF Serving's flags (NaN/Infinity, anything after the root value
+  ignored, no UTF-8 validation), which accepts it or gives rapidjson's message and offset.
+  It also takes bodies nested too deep for orjson, and re-reads a body (up to 256 KB) when
+  a message quotes its numbers or a DT_DOUBLE input has long literals: rapidjson's
+  doubles are not always correctly rounded, and TF Serving's are rapidjson's.
+* Values in messages are re-serialized as JsonValueToDebugString does: PrettyWriter with
+  single-line arrays, cut after 256 bytes, doubles through a port of rapidjson's Grisu2.
+* Floats are written as WriteDecimal writes them: "%g" when it reads back as the same
   value, else 9 (float) or 17 (double) significant digits; ".0" appended to whole
-  numbers; NaN, Infinity and -Infinity bare. Responses have PrettyWriter's layout.
-* numpy's list conversion types the common case (numeric lists); an exact element-by-
-  element walk, in json_tensor.cc's order, takes over whenever numpy cannot prove the
-  result equal, and produces TF Serving's first error.
+  numbers; NaN, Infinity and -Infinity bare.
+* numpy's list conversion types the common case (numeric lists); an element-by-element
+  walk in json_tensor.cc's order takes over whenever numpy cannot prove the result equal,
+  and raises TF Serving's first error.
 
 Deliberate differences: duplicate JSON keys keep the last value (rapidjson finds the
-first); a float (not double) input is read from a correctly rounded double, so it can
-differ from TF Serving's in the last bit for 16+ digit or exponent literals near a
-rounding boundary; several aliases are walked in sorted order (TF Serving walks a protobuf
-map in hash order); bytes that are not UTF-8, quoted in a message, become U+FFFD.
-Additions: DT_HALF, DT_BFLOAT16 and DT_UINT16 are read and written like their neighbours
-(TF Serving refuses them); complex and other types keep TF Serving's errors.
+first); a DT_FLOAT input, and numbers from bodies over 256 KB, come from correctly rounded
+doubles, which differ from rapidjson's in the last bit for some 16+ digit or exponent
+literals; several aliases are walked in sorted order (TF Serving walks a protobuf map in
+hash order); non-UTF-8 bytes quoted in a message become U+FFFD; nesting deeper than
+10^6 levels is refused. Additions: DT_HALF, DT_BFLOAT16 and DT_UINT16 are read and written
+like their neighbours (TF Serving refuses them; complex and other types keep its errors);
+a signature without inputs can be called with {"inputs": {}} (TF Serving cannot call one).
 """
 from __future__ import annotations
 
@@ -431,7 +432,6 @@ _PREDICT = {
 }
 _ERROR_FOR_STATE = {
     _START: "empty",
-    _FINISH: "invalid",  # unreachable with kParseStopWhenDoneFlag
     _OBJ_INIT: "miss_name",
     _MEMBER_DELIM: "miss_name",
     _MEMBER_KEY: "miss_colon",
@@ -451,15 +451,17 @@ _HEX = {c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}
 
 
 _WHITESPACE = re.compile(rb"[ \t\n\r]*")
-# A plain number: an int of up to 18 digits, or a decimal without exponent (the digit
-# count is checked in _run_values), ending where a number must end. rapidjson reads these
-# exactly: an integer, or a <2^53 significand divided by an exact power of ten.
-_PLAIN_NUMBER = rb"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?(?=[ \t\n\r,\]])"
-_NUMBER_RUN = re.compile(_PLAIN_NUMBER + rb"(?:[ \t\n\r]*,[ \t\n\r]*" + _PLAIN_NUMBER + rb")*")
+# A plain number: an int of up to 18 digits, or a decimal without exponent (_run_values
+# counts its digits), ending where a number must end. rapidjson reads an int exactly, and
+# a decimal of up to 15 digits as a <2^53 significand over an exact power of ten.
+_NUMBER = rb"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?"
+_PLAIN_NUMBER = _NUMBER + rb"(?=[ \t\n\r,\]])"
+_COMMA = rb"[ \t\n\r]*,[ \t\n\r]*"
+_NUMBER_RUN = re.compile(_PLAIN_NUMBER + rb"(?:" + _COMMA + _PLAIN_NUMBER + rb")*")
 _NUMBER_TOKEN = re.compile(rb"-?[0-9.]+")
-# A run of arrays holding only plain numbers, and the inside of each of them.
-_ARRAY_OF_NUMBERS = rb"\[[ \t\n\r]*(?:" + _PLAIN_NUMBER[:-len(rb"(?=[ \t\n\r,\]])")] + rb"(?:[ \t\n\r]*,[ \t\n\r]*" + _PLAIN_NUMBER[:-len(rb"(?=[ \t\n\r,\]])")] + rb")*)?[ \t\n\r]*\]"
-_ARRAY_RUN = re.compile(_ARRAY_OF_NUMBERS + rb"(?:[ \t\n\r]*,[ \t\n\r]*" + _ARRAY_OF_NUMBERS + rb")*")
+# A run of arrays that hold only plain numbers ("[1, 2], [3]"), and the inside of each.
+_NUMBER_ARRAY = rb"\[[ \t\n\r]*(?:" + _NUMBER + rb"(?:" + _COMMA + _NUMBER + rb")*)?[ \t\n\r]*\]"
+_ARRAY_RUN = re.compile(_NUMBER_ARRAY + rb"(?:" + _COMMA + _NUMBER_ARRAY + rb")*")
 _ARRAY_BODY = re.compile(rb"\[([^\]]*)\]")
 # Deeper nesting is refused (TF Serving has no limit): 10^6 levels already cost ~100 MB.
 _MAX_DEPTH = 1_000_000
@@ -548,7 +550,7 @@ class _RapidJsonParser:
         keys: list[Any] = []
         while i < n and buf[i]:
             c = buf[i]
-            dst = _PREDICT[state][_TOKENS[c]] if state != _FINISH else _ERROR
+            dst = _PREDICT[state][_TOKENS[c]]
             if dst == _ERROR:
                 raise _ParseError(_ERROR_FOR_STATE[state], i)
             if dst == _ELEMENT:
@@ -834,32 +836,46 @@ def _parse_with_rapidjson(body: bytes) -> Any:
 
 
 _ORJSON_MAX_DEPTH = 1024
+# Deleting all but brackets, quotes and the characters that follow a backslash keeps the
+# strings of a body lexable (so brackets inside them can be dropped) at a fraction of the size.
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"\\/bfnrtu')
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 
 
 def _too_deep_for_orjson(body: bytes) -> bool:
     # orjson recurses once per nesting level (and crashes somewhere past 10^5 levels).
     # The number of brackets bounds the depth; only when it is large is the depth
-    # computed, with strings blanked so that brackets inside them do not count.
+    # computed, with strings dropped so that brackets inside them do not count.
     if len(body) <= _ORJSON_MAX_DEPTH or body.count(b"[") + body.count(b"{") <= _ORJSON_MAX_DEPTH:
         return False
-    codes = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
-    steps = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int32)
+    codes = np.frombuffer(_JSON_STRING.sub(b"", body.translate(None, _NOT_STRUCTURE)), dtype=np.uint8)
+    steps = ((codes == 0x5B) | (codes == 0x7B)).astype(np.int8)
     steps -= (codes == 0x5D) | (codes == 0x7D)
-    return int(np.cumsum(steps).max(initial=0)) > _ORJSON_MAX_DEPTH
+    return int(np.cumsum(steps, dtype=np.int32).max(initial=0)) > _ORJSON_MAX_DEPTH
+
+
+# The Python parser (for TF Serving's exact messages and number spellings) runs at
+# 100-550 ns a byte; past this size a bad body gets orjson's message instead, so no
+# body can hold a thread for seconds.
+_EXACT_PARSE_LIMIT = 1 << 20
 
 
 def _loads(body: bytes) -> tuple[Any, bool]:
     """The parsed document, and whether its doubles are rapidjson's (the Python parser
     built it) rather than orjson's."""
-    if not _too_deep_for_orjson(body):
+    too_deep = _too_deep_for_orjson(body)
+    if not too_deep:
         try:
             return orjson.loads(body), False
-        except orjson.JSONDecodeError:
-            pass
+        except orjson.JSONDecodeError as exc:
+            error = exc
         doc = _loads_with_special_numbers(body)
         if doc is not _MISSING:
             return doc, False
+    if len(body) > _EXACT_PARSE_LIMIT:
+        if too_deep:
+            raise _invalid(f"JSON Parse error: nesting deeper than {_ORJSON_MAX_DEPTH} levels")
+        raise _invalid(f"JSON Parse error: {error}")
     return _parse_with_rapidjson(body), True
 
 
@@ -1013,11 +1029,14 @@ def decode_inputs(request: JsonPredictRequest, signature: SignatureSpec) -> dict
     INVALID_ARGUMENT; UNIMPLEMENTED for a dtype JSON cannot express, as TF Serving) and
     message. Names are checked where json_tensor.cc checks them — every row object must
     carry exactly the signature's inputs, a columnar object each of them (other columnar
-    keys are ignored) — but shapes are not checked against the signature.
+    keys are ignored) — but shapes are not checked against the signature. A signature
+    without inputs takes {"inputs": {}} and gets {} (TF Serving refuses any body).
     """
     payload, doc, body, exact, error = request._state
     infos = signature.inputs
     if not infos:
+        if request.format == COLUMNAR and payload == {} and type(payload) is dict:
+            return {}  # edgeserve's way to call a signature without inputs
         raise _invalid(f"Failed to get input map for signature: {request.signature_name or 'DEFAULT'}")
     if error is not None:
         if error is _NEITHER_KEY:

@@ -238,3 +238,23 @@ def test_flags_errors_exit_2_with_one_line(tmp_path):
                             text=True, timeout=30)
     assert result.returncode == 0
     assert result.stdout.startswith("TensorFlow ModelServer: edgeserve-")
+
+
+def test_large_request_is_decoded_off_the_loop_and_answered(start_server, model_store):
+    server = start_server(model_args("half_plus_two", model_store / "half_plus_two"))
+    client = server.client()
+    rows = [[float(i)] for i in range(20000)]  # ~200 KB of JSON: decoded on a worker
+    status, body = client.post(PREDICT.format("half_plus_two"), {"instances": rows})
+    assert status == 200
+    assert body["predictions"][:3] == [[2.0], [2.5], [3.0]]
+    assert body["predictions"][-1] == [0.5 * 19999 + 2]
+    assert len(body["predictions"]) == 20000
+    # A large malformed body is refused quickly, with a parse error.
+    started = time.monotonic()
+    status, body = client.post(PREDICT.format("half_plus_two"),
+                               b'{"instances": [' + b"1.0," * 400000 + b"x]}")
+    assert status == 400
+    assert body["error"].startswith("JSON Parse error:")
+    assert time.monotonic() - started < 5
+    assert client.post(PREDICT.format("half_plus_two"), {"instances": [[1.0]]}) == (
+        200, {"predictions": [[2.5]]})

@@ -182,15 +182,17 @@ def test_instances_and_inputs_problems_are_reported_by_decode(body, message):
     assert info.value.message == message
 
 
-def test_signature_without_inputs_is_refused():
+def test_signature_without_inputs_takes_an_empty_inputs_object_only():
+    # TF Serving's REST API cannot call such a signature at all; edgeserve takes {"inputs": {}}.
+    assert decode_inputs(parse_predict_request(b'{"inputs": {}}'), signature({})) == {}
     request = parse_predict_request(b'{"instances": [1]}')
     with pytest.raises(ServingError) as info:
         decode_inputs(request, signature({}))
     assert info.value.message == "Failed to get input map for signature: DEFAULT"
-    request = parse_predict_request(b'{"signature_name": "sig", "instances": [1]}')
-    with pytest.raises(ServingError) as info:
-        decode_inputs(request, signature({}))
-    assert info.value.message == "Failed to get input map for signature: sig"
+    for body in (b'{"signature_name": "sig", "instances": [{}]}', b'{"signature_name": "sig", "inputs": []}'):
+        with pytest.raises(ServingError) as info:
+            decode_inputs(parse_predict_request(body), signature({}))
+        assert info.value.message == "Failed to get input map for signature: sig"
 
 
 def test_text_after_the_document_is_ignored_like_tf_serving():
@@ -208,6 +210,15 @@ def test_deeply_nested_bodies_parse_without_recursion():
     with pytest.raises(ServingError) as info:
         parse_predict_request(body)
     assert "key must be a string value" in info.value.message
+
+
+def test_brackets_inside_strings_neither_hide_nor_fake_deep_nesting():
+    # orjson recurses per level and crashes on very deep bodies, so depth is checked first.
+    deep = b"[" * 2000 + b"]" * 2000
+    assert tensors._too_deep_for_orjson(b'{"s": "' + b"]" * 5000 + b'", "x": ' + deep + b"}")
+    assert tensors._too_deep_for_orjson(b'{"s": "\\"]]]", "x": ' + deep + b"}")
+    assert not tensors._too_deep_for_orjson(b'{"s": "' + b"[" * 5000 + b'"}')
+    assert not tensors._too_deep_for_orjson(b"[" + b"[1],\n" * 3000 + b"[]]")
 
 
 def test_nesting_beyond_a_million_levels_is_refused():
