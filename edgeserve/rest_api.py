@@ -495,7 +495,8 @@ class HttpProtocol(asyncio.Protocol):
             task = self._loop.create_task(_finish(pending, coro))
             task.add_done_callback(lambda t, r=req: self._on_done(t, r))
             return
-        if self._reading_paused and len(self._queue) < _MAX_QUEUED // 4 and not self._closed:
+        if (self._reading_paused and len(self._queue) < _MAX_QUEUED // 4 and not self._closed
+                and not self._draining and not self._discard):
             self._reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
         if not self._queue and not self._busy:
@@ -517,7 +518,8 @@ class HttpProtocol(asyncio.Protocol):
                http10: bool, head: bool) -> None:
         if self._closed or self.transport is None:
             return
-        keep_alive = keep_alive and not self._draining
+        # Draining: requests already queued are still answered; the last one closes.
+        keep_alive = keep_alive and not (self._draining and not self._queue)
         if keep_alive:
             connection = b"Connection: keep-alive\r\n" if http10 else b""
         else:
@@ -569,6 +571,9 @@ class HttpProtocol(asyncio.Protocol):
         self._draining = True
         if not self._queue and not self._busy:
             self._close()
+        elif self.transport is not None and not self._reading_paused:
+            self._reading_paused = True  # what arrives from now on is not taken
+            self.transport.pause_reading()
 
     @property
     def busy(self) -> bool:
