@@ -5,7 +5,9 @@ model call itself, not the thread handoff) and keeps the recent ones: while thei
 p99 stays under `inline_threshold` the run happens inline on the loop, because a
 thread handoff (~20-50 µs measured here) would cost more than the run; a signature
 whose runs grow past it moves to the worker threads so the loop never stalls. A new
-signature starts on the worker until it has a few timings. The adaptive
+signature starts on the worker until it has a few timings, and a request whose
+inputs are more than twice the largest timed ones (a bigger batch) goes to the
+worker too, since its run time is not known yet. The adaptive
 micro-batcher (concatenating concurrent requests) will grow here.
 """
 from __future__ import annotations
@@ -25,10 +27,14 @@ DECIDE_EVERY = 32  # re-decide after this many runs
 MIN_SAMPLES = 16  # timings needed before running inline
 
 
+def _nbytes(inputs: Mapping[str, np.ndarray]) -> int:
+    return sum(getattr(a, "nbytes", 0) for a in inputs.values())
+
+
 class SignatureRunner:
     __slots__ = (
         "servable", "signature_name", "_executor", "_threshold", "_samples",
-        "_since_decision", "inline",
+        "_since_decision", "inline", "_largest", "_inline_bytes",
     )
 
     def __init__(
@@ -45,6 +51,8 @@ class SignatureRunner:
         self._samples: deque[float] = deque(maxlen=WINDOW)
         self._since_decision = 0
         self.inline = False
+        self._largest = 0  # input bytes of the largest run timed since the last decision
+        self._inline_bytes = 0  # requests up to this size may run inline
 
     def _timed_run(
         self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] | None
@@ -53,12 +61,13 @@ class SignatureRunner:
         try:
             return self.servable.run(self.signature_name, inputs, output_filter)
         finally:
-            self._record(time.perf_counter() - started)
+            self._record(time.perf_counter() - started, _nbytes(inputs))
 
-    def _record(self, seconds: float) -> None:
+    def _record(self, seconds: float, nbytes: int) -> None:
         # Called on the loop (inline) or a worker; deque.append is atomic and a
         # stale decision only costs one handoff, so no lock.
         self._samples.append(seconds)
+        self._largest = max(self._largest, nbytes)
         if self.inline and seconds > 10 * self._threshold:
             self.inline = False  # one very slow run is enough to leave the loop
             return
@@ -69,11 +78,13 @@ class SignatureRunner:
             if len(samples) >= MIN_SAMPLES:
                 p99 = samples[min(len(samples) - 1, max(0, int(len(samples) * 0.99) - 1))]
                 self.inline = p99 < self._threshold
+                self._inline_bytes = 2 * self._largest
+                self._largest = 0
 
     async def run(
         self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        if self.inline:
+        if self.inline and _nbytes(inputs) <= self._inline_bytes:
             return self._timed_run(inputs, output_filter)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._timed_run, inputs, output_filter)

@@ -47,6 +47,7 @@ def model_store(tmp_path_factory) -> Path:
     models.export_tf2_half_plus_two(str(root / "tf2_half_plus_two"), 1)
     models.export_tf2_kitchen_sink(str(root / "kitchen_sink"), 1)
     models.export_tf1_counter(str(root / "counter"), 1)
+    models.export_tf1_spin(str(root / "spin"), 1)
     return root
 
 

@@ -108,3 +108,30 @@ def export_tf1_counter(base_path: str, version: int = 1) -> str:
             )
             builder.save()
     return path
+
+
+def export_tf1_spin(base_path: str, version: int = 1) -> str:
+    """TF1 graph that counts to n in a while loop: a model whose run time the request sets.
+
+    Signature serving_default: n int64 scalar -> count int64 scalar.
+    """
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    path = os.path.join(base_path, str(version))
+    graph = tf.Graph()
+    with graph.as_default():
+        n = v1.placeholder(tf.int64, shape=[], name="n")
+        count = tf.while_loop(lambda i: i < n, lambda i: i + 1, [tf.constant(0, tf.int64)])[0]
+        count = tf.identity(count, name="count")
+        info = v1.saved_model.utils.build_tensor_info
+        sig = v1.saved_model.signature_def_utils.build_signature_def(
+            inputs={"n": info(n)}, outputs={"count": info(count)},
+            method_name=v1.saved_model.signature_constants.PREDICT_METHOD_NAME,
+        )
+        with v1.Session(graph=graph) as session:
+            builder = v1.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], signature_def_map={"serving_default": sig})
+            builder.save()
+    return path

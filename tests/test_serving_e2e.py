@@ -142,6 +142,9 @@ def test_half_copied_version_is_reported_retried_and_old_version_keeps_serving(
     failed = server.wait_for(v2_failed, timeout=30)
     assert failed["state"] in ("LOADING", "END")
     assert failed["status"]["error_message"]
+    # A version that is not loaded is not found, as TF Serving says it.
+    assert client.post("/v1/models/partial/versions/2:predict", {"instances": [[2.0]]}) == (
+        404, {"error": "Servable not found for request: Specific(partial, 2)"})
     # The old version is untouched by the broken copy.
     assert client.post(PREDICT.format("partial"), {"instances": [[2.0]]}) == (
         200, {"predictions": [[3.0]]})
@@ -225,6 +228,15 @@ def test_sigterm_with_requests_in_flight_loses_none(start_server, model_store):
     assert "Traceback" not in log
 
 
+def test_console_script_is_installed():
+    script = shutil.which("edgeserve")
+    if script is None:
+        pytest.skip("edgeserve is not installed (pip install .)")
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert result.stdout.startswith("TensorFlow ModelServer: edgeserve-")
+
+
 def test_flags_errors_exit_2_with_one_line(tmp_path):
     result = subprocess.run(
         ["python", "-m", "edgeserve", "--no_such_flag=1"], capture_output=True, text=True, timeout=30)
@@ -258,3 +270,24 @@ def test_large_request_is_decoded_off_the_loop_and_answered(start_server, model_
     assert time.monotonic() - started < 5
     assert client.post(PREDICT.format("half_plus_two"), {"instances": [[1.0]]}) == (
         200, {"predictions": [[2.5]]})
+
+
+def test_slow_run_ends_with_deadline_exceeded_and_the_loop_keeps_serving(start_server, model_store):
+    server = start_server(model_args("spin", model_store / "spin", "--rest_api_timeout_in_ms=500"))
+    client, other = server.client(), server.client()
+    assert client.post(PREDICT.format("spin"), {"inputs": {"n": 10}}) == (200, {"outputs": 10})
+    answers = []
+    slow = threading.Thread(target=lambda: answers.append(
+        client.post(PREDICT.format("spin"), {"inputs": {"n": 10**12}})))
+    started = time.monotonic()
+    slow.start()
+    time.sleep(0.1)
+    # While the slow run is under way, status requests are answered at once.
+    assert other.get("/v1/models/spin")[0] == 200
+    assert time.monotonic() - started < 0.45
+    slow.join(20)
+    status, body = answers[0]
+    assert status == 504, body
+    assert "deadline" in body["error"].lower() or "timed out" in body["error"].lower()
+    assert time.monotonic() - started < 5
+    assert client.post(PREDICT.format("spin"), {"inputs": {"n": 3}}) == (200, {"outputs": 3})
