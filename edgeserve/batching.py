@@ -55,11 +55,14 @@ class SignatureRunner:
         self._inline_bytes = 0  # requests up to this size may run inline
 
     def _timed_run(
-        self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] | None
+        self,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] | None,
+        caller_thread: bool = False,
     ) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         try:
-            return self.servable.run(self.signature_name, inputs, output_filter)
+            return self.servable.run(self.signature_name, inputs, output_filter, caller_thread)
         finally:
             self._record(time.perf_counter() - started, _nbytes(inputs))
 
@@ -85,6 +88,8 @@ class SignatureRunner:
         self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         if self.inline and _nbytes(inputs) <= self._inline_bytes:
-            return self._timed_run(inputs, output_filter)
+            # Inline runs are the ones measured tiny: the runtime does them on this
+            # thread too, without handing them to its own pool.
+            return self._timed_run(inputs, output_filter, True)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._timed_run, inputs, output_filter)

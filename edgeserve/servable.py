@@ -74,11 +74,14 @@ class Servable(Protocol):
         signature_name: str,
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] | None = None,
+        caller_thread: bool = False,
     ) -> dict[str, np.ndarray]:
         """Runs a signature on validated inputs; returns outputs by alias.
 
         Blocking; called on a worker thread or inline for fast signatures.
-        Raises ServingError for failures a client should see.
+        `caller_thread`: the run is known to be tiny, do all of it on this thread
+        (no handoff to a runtime-internal pool). Raises ServingError for failures a
+        client should see.
         """
         ...
 

@@ -18,7 +18,7 @@ class TimedServable:
         self.seconds = seconds
         self.threads: list[str] = []
 
-    def run(self, signature_name, inputs, output_filter=None):
+    def run(self, signature_name, inputs, output_filter=None, caller_thread=False):
         self.threads.append(threading.current_thread().name)
         if self.seconds:
             time.sleep(self.seconds)

@@ -154,7 +154,7 @@ class SavedModelServable:
     def _callable(self, key: tuple) -> Any:
         fn = self._callables.get(key)
         if fn is None:
-            signature_name, input_aliases, output_aliases = key
+            signature_name, input_aliases, output_aliases, caller_thread = key
             sig = self.signatures[signature_name]
             for alias in (*input_aliases, *output_aliases):
                 spec = sig.inputs.get(alias) or sig.outputs[alias]
@@ -173,6 +173,11 @@ class SavedModelServable:
             )
             if self._run_options is not None:
                 options.run_options.CopyFrom(self._run_options)
+            if caller_thread:
+                # RunOptions' documented "-1: use the caller's thread", meant for
+                # graphs as small as the context switch: 5 µs a call instead of 16.
+                # TF then no longer enforces the deadline for this run.
+                options.run_options.inter_op_thread_pool = -1
             fn = self._session._make_callable_from_options(options)
             self._callables[key] = fn
         return fn
@@ -182,12 +187,13 @@ class SavedModelServable:
         signature_name: str,
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] | None = None,
+        caller_thread: bool = False,
     ) -> dict[str, np.ndarray]:
         sig = self.signatures[signature_name]
         output_aliases = tuple(output_filter) if output_filter else tuple(sig.outputs)
         input_aliases = tuple(inputs)
         try:
-            fn = self._callable((signature_name, input_aliases, output_aliases))
+            fn = self._callable((signature_name, input_aliases, output_aliases, caller_thread))
             values = fn(*[inputs[a] for a in input_aliases])
         except ServingError:
             raise
