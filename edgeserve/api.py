@@ -41,6 +41,15 @@ class PredictResult:
     outputs: dict[str, np.ndarray]
 
 
+def _check_version_choice(spec: ModelSpec) -> None:
+    """A ModelSpec names a version or a label, not both (http_rest_api_util.cc's text)."""
+    if spec.version is not None and spec.version_label is not None:
+        raise invalid_argument(
+            f"Both model version ({spec.version}) and model version label "
+            f"({spec.version_label}) cannot be supplied."
+        )
+
+
 def _join(names) -> str:
     return ",".join(sorted(names))
 
@@ -146,11 +155,7 @@ class Api:
     ) -> PredictResult:
         """Runs a signature. `offload`: decode the inputs on a worker thread (large
         requests, whose decoding would otherwise hold the event loop for milliseconds)."""
-        if spec.version is not None and spec.version_label is not None:
-            raise invalid_argument(
-                f"Both model version ({spec.version}) and model version label "
-                f"({spec.version_label}) cannot be supplied."
-            )
+        _check_version_choice(spec)
         ver = self.manager.acquire(spec.name, spec.version, spec.version_label)
         try:
             signature_name = spec.signature_name or DEFAULT_SERVING_SIGNATURE_DEF_KEY
@@ -169,13 +174,9 @@ class Api:
     def model_status(self, spec: ModelSpec) -> list[VersionStatus]:
         if not spec.name:
             raise invalid_argument("Missing model name in request.")
+        _check_version_choice(spec)
         version = spec.version
         if spec.version_label is not None:
-            if version is not None:
-                raise invalid_argument(
-                    f"Both model version ({version}) and model version label "
-                    f"({spec.version_label}) cannot be supplied."
-                )
             ver = self.manager.acquire(spec.name, None, spec.version_label)
             self.manager.release(ver)
             version = ver.id.version
@@ -195,11 +196,7 @@ class Api:
         """GetModelMetadata's signature_def field: the resolved spec and every signature."""
         if not spec.name:
             raise invalid_argument("Missing model name in request.")
-        if spec.version is not None and spec.version_label is not None:
-            raise invalid_argument(
-                f"Both model version ({spec.version}) and model version label "
-                f"({spec.version_label}) cannot be supplied."
-            )
+        _check_version_choice(spec)
         ver = self.manager.acquire(spec.name, spec.version, spec.version_label)
         try:
             return ModelSpec(spec.name, ver.id.version), ver.servable.signatures
