@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
-from .errors import ServingError, StatusCode, internal, invalid_argument, not_found
+from .errors import ServingError, internal, invalid_argument, not_found
 from .policy import VersionView, next_action
 from .servable import Loader, ManagerState, Servable, ServableId
 from .sources import AspiredVersion

@@ -10,7 +10,6 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 
 from edgeserve.api import Api
 from edgeserve.dtypes import DataType

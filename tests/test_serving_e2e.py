@@ -1,7 +1,6 @@
 """End to end: the real server serving real SavedModels over HTTP, as a user runs it."""
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
