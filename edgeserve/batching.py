@@ -58,13 +58,14 @@ class SignatureRunner:
         self,
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] | None,
+        nbytes: int,
         caller_thread: bool = False,
     ) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         try:
             return self.servable.run(self.signature_name, inputs, output_filter, caller_thread)
         finally:
-            self._record(time.perf_counter() - started, _nbytes(inputs))
+            self._record(time.perf_counter() - started, nbytes)
 
     def _record(self, seconds: float, nbytes: int) -> None:
         # Called on the loop (inline) or a worker; deque.append is atomic and a
@@ -87,9 +88,12 @@ class SignatureRunner:
     async def run(
         self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        if self.inline and _nbytes(inputs) <= self._inline_bytes:
+        nbytes = _nbytes(inputs)
+        if self.inline and nbytes <= self._inline_bytes:
             # Inline runs are the ones measured tiny: the runtime does them on this
             # thread too, without handing them to its own pool.
-            return self._timed_run(inputs, output_filter, True)
+            return self._timed_run(inputs, output_filter, nbytes, True)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._timed_run, inputs, output_filter)
+        return await loop.run_in_executor(
+            self._executor, self._timed_run, inputs, output_filter, nbytes
+        )
