@@ -11,15 +11,20 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import dtypes
+from . import dtypes, inference
 from .batching import SignatureRunner
 from .errors import ServingError, StatusCode, invalid_argument
 from .manager import LoadedVersion, Manager, VersionStatus
-from .servable import DEFAULT_SERVING_SIGNATURE_DEF_KEY, SignatureSpec
+from .servable import CLASSIFY_METHOD_NAME, DEFAULT_SERVING_SIGNATURE_DEF_KEY, SignatureSpec
+
+if TYPE_CHECKING:  # TF Serving's message classes import TensorFlow: only when used
+    from .messages import ClassificationResult, Input, MultiInferenceResponse, RegressionResult
+
+SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadata's one metadata field
 
 InputDecoder = Callable[[SignatureSpec], Mapping[str, np.ndarray]]
 
@@ -58,35 +63,64 @@ def _shape_text(shape) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
+def check_input_names(signature: SignatureSpec, names: Sequence[str]) -> None:
+    """The request's input aliases against the signature's, before any tensor is parsed:
+    predict_util.cc's size check, then TF's GetInputValues (cc/saved_model/util.cc),
+    which walks the signature's inputs and then refuses names it did not use."""
+    expected = signature.inputs
+    if len(names) == len(expected):
+        for alias in names:
+            if alias not in expected:
+                break
+        else:
+            return  # every input named once: the usual request
+    if len(names) > len(expected) or (len(names) < len(expected) and not signature.defaults):
+        raise invalid_argument(
+            f"input size does not match signature: {len(names)}!={len(expected)} "
+            f"len({{{_join(names)}}}) != len({{{_join(expected)}}}). "
+            f"Sent extra: {{{_join(set(names) - set(expected))}}}. "
+            f"Missing but required: {{{_join(set(expected) - set(names))}}}."
+        )
+    for alias, spec in expected.items():
+        if alias not in names and alias not in signature.defaults:
+            raise invalid_argument(
+                f"Signature input alias: {alias}(feed name: {spec.name}) not found in request "
+                f"and no default value provided. Inputs expected to be in the request "
+                f"{{{_join(names)}}}, or default input alias set: {_join(signature.defaults)}"
+            )
+    used = [alias for alias in names if alias in expected]
+    if len(used) != len(names):
+        raise invalid_argument(
+            f"Inputs contains invalid name. Used request inputs: {_join(used)}, "
+            f"request input: {_join(names)}"
+        )
+
+
+def _type_string(dtype: int) -> str:
+    """TF's DataTypeString: DT_FLOAT -> "float", DT_FLOAT_REF -> "float_ref"."""
+    return dtypes.name(dtype).removeprefix("DT_").lower()
+
+
 def check_inputs(signature: SignatureSpec, inputs: Mapping[str, np.ndarray]) -> None:
     """Names, dtypes and shapes of a request's inputs against the signature.
 
-    Names with TF Serving's messages (predict_util.cc, saved_model util). Shapes: when
-    the rank matches the signature's, every fixed dimension after the first must agree
-    (the first is the batch dimension, which TF2 exports often record as a fixed 1).
-    A different rank is left to the model, as TF Serving does: its documented example
-    sends rows of scalars ({"instances": [1.0, 2.0]}) to half_plus_two's [-1,1] input.
+    Names and dtypes with TF Serving's messages (its session's feed check names the
+    feed by its position in the signature's inputs). Shapes: when the rank matches the
+    signature's, every fixed dimension after the first must agree (the first is the
+    batch dimension, which TF2 exports often record as a fixed 1). A different rank is
+    left to the model, as TF Serving does: its documented example sends rows of
+    scalars ({"instances": [1.0, 2.0]}) to half_plus_two's [-1,1] input.
     """
-    expected = signature.inputs
-    if len(inputs) > len(expected) or (len(inputs) < len(expected) and not signature.defaults):
-        raise invalid_argument(
-            f"input size does not match signature: {len(inputs)}!={len(expected)} "
-            f"len({{{_join(inputs)}}}) != len({{{_join(expected)}}}). "
-            f"Sent extra: {{{_join(set(inputs) - set(expected))}}}. "
-            f"Missing but required: {{{_join(set(expected) - set(inputs))}}}."
-        )
-    for alias, array in inputs.items():
-        spec = expected.get(alias)
-        if spec is None:
-            raise invalid_argument(
-                f"input tensor alias not found in signature: {alias}. "
-                f"Inputs expected to be in the set {{{_join(expected)}}}."
-            )
+    check_input_names(signature, inputs)
+    for position, (alias, spec) in enumerate(signature.inputs.items()):
+        array = inputs.get(alias)
+        if array is None:
+            continue
         want = dtypes.to_numpy(spec.dtype)
         if want is not None and array.dtype != want:
             raise invalid_argument(
-                f"Input \"{alias}\" must be {dtypes.name(spec.dtype)}, "
-                f"got {dtypes.name(dtypes.from_numpy(array.dtype))}"
+                f"Expects arg[{position}] to be {_type_string(spec.dtype)} but "
+                f"{_type_string(dtypes.from_numpy(array.dtype))} is provided"
             )
         shape = spec.shape
         if shape is None:
@@ -144,19 +178,29 @@ class Api:
             raise ServingError(StatusCode.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
         return signature
 
+    def _acquire(self, spec: ModelSpec | None) -> LoadedVersion:
+        """A reference to the version `spec` names (ServerCore::GetServableHandle's checks)."""
+        if spec is None:
+            raise invalid_argument("Missing ModelSpec")
+        if not spec.name:
+            raise invalid_argument("ModelSpec has no name specified.")
+        _check_version_choice(spec)
+        return self.manager.acquire(spec.name, spec.version, spec.version_label)
+
     async def predict(
         self,
-        spec: ModelSpec,
+        spec: ModelSpec | None,
         decode: InputDecoder,
         output_filter: Sequence[str] | None = None,
         *,
         rest: bool = False,
         offload: bool = False,
+        timeout_ms: int = 0,
     ) -> PredictResult:
         """Runs a signature. `offload`: decode the inputs on a worker thread (large
-        requests, whose decoding would otherwise hold the event loop for milliseconds)."""
-        _check_version_choice(spec)
-        ver = self.manager.acquire(spec.name, spec.version, spec.version_label)
+        requests, whose decoding would otherwise hold the event loop for milliseconds).
+        `timeout_ms` > 0 bounds the model run (TF Serving's RunOptions timeout)."""
+        ver = self._acquire(spec)
         try:
             signature_name = spec.signature_name or DEFAULT_SERVING_SIGNATURE_DEF_KEY
             signature = self._signature(ver, signature_name, rest)
@@ -164,15 +208,126 @@ class Api:
             check_inputs(signature, inputs)
             if output_filter:
                 check_output_filter(signature, output_filter)
-            outputs = await self._runner(ver, signature_name).run(inputs, output_filter)
+            outputs = await self._runner(ver, signature_name).run(inputs, output_filter, timeout_ms)
             return PredictResult(
                 ModelSpec(spec.name, ver.id.version, None, signature_name), signature, outputs
             )
         finally:
             self.manager.release(ver)
 
-    def model_status(self, spec: ModelSpec) -> list[VersionStatus]:
-        if not spec.name:
+    # ---- Classify, Regress, MultiInference: tf.Examples in, results out ------
+
+    @staticmethod
+    def _describer(ver: LoadedVersion, signature_name: str) -> inference.DebugString:
+        return lambda: inference.debug_string(ver.servable.signature_defs.get(signature_name, b""))
+
+    async def classify(
+        self, spec: ModelSpec | None, examples: Input, result: ClassificationResult, *, timeout_ms: int = 0
+    ) -> ModelSpec:
+        """Fills `result`; returns the spec that ran (classifier.cc's RunClassify)."""
+        return await self._classify_or_regress(spec, examples, result, True, timeout_ms)
+
+    async def regress(
+        self, spec: ModelSpec | None, examples: Input, result: RegressionResult, *, timeout_ms: int = 0
+    ) -> ModelSpec:
+        """Fills `result`; returns the spec that ran (regressor.cc's RunRegress)."""
+        return await self._classify_or_regress(spec, examples, result, False, timeout_ms)
+
+    @staticmethod
+    def _check_examples_input(signature: SignatureSpec) -> None:
+        """Serialized examples are strings: a signature whose input is not gets the
+        message TF's feed check gives it in TF Serving."""
+        spec = signature.inputs[inference.CLASSIFY_INPUTS]
+        if dtypes.base(spec.dtype) != dtypes.DataType.DT_STRING:
+            raise invalid_argument(f"Expects arg[0] to be {_type_string(spec.dtype)} but string is provided")
+
+    async def _classify_or_regress(self, spec, examples: Input, result, classify: bool, timeout_ms: int) -> ModelSpec:
+        ver = self._acquire(spec)
+        try:
+            signature_name = spec.signature_name or DEFAULT_SERVING_SIGNATURE_DEF_KEY
+            signature = ver.servable.signatures.get(signature_name)
+            if signature is None:
+                raise invalid_argument(f"No signature was found with the name: {signature_name}")
+            describe = self._describer(ver, signature_name)
+            if classify:
+                wanted = inference.classification_outputs(signature, describe)
+            else:
+                wanted = inference.regression_outputs(signature, describe)
+            serialized = inference.serialized_examples(examples)
+            self._check_examples_input(signature)
+            outputs = await self._runner(ver, signature_name).run(
+                {inference.CLASSIFY_INPUTS: serialized}, wanted, timeout_ms
+            )
+            if classify:
+                inference.fill_classification_result(outputs, len(serialized), result)
+            else:
+                inference.fill_regression_result(outputs, len(serialized), result)
+            return ModelSpec(spec.name, ver.id.version, None, signature_name)
+        finally:
+            self.manager.release(ver)
+
+    async def multi_inference(
+        self,
+        tasks: Sequence[tuple[ModelSpec, str]],
+        examples: Input,
+        response: MultiInferenceResponse,
+        *,
+        timeout_ms: int = 0,
+    ) -> None:
+        """Several classify/regress tasks of one model on one input (multi_inference.cc).
+
+        Each task's signature is run on the same serialized examples; TF Serving fuses
+        them into one Session run, which gives the same results for stateless models.
+        """
+        ver = self._acquire(tasks[0][0] if tasks else ModelSpec(""))
+        try:
+            model_name = ""
+            seen: set[str] = set()
+            plan: list[tuple[ModelSpec, str, str, list[str]]] = []
+            for spec, method_name in tasks:
+                if not spec.name:
+                    raise invalid_argument("Found ModelSpec with an empty model name.")
+                if not model_name:
+                    model_name = spec.name
+                elif spec.name != model_name:
+                    raise invalid_argument(
+                        "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+                    )
+                signature_name = spec.signature_name or DEFAULT_SERVING_SIGNATURE_DEF_KEY
+                if signature_name in seen:
+                    raise invalid_argument(f"Duplicate evaluation of signature: {signature_name}")
+                seen.add(signature_name)
+                signature = ver.servable.signatures.get(signature_name)
+                if signature is None:
+                    raise invalid_argument(f"Requested signature not found in model graph: {signature_name}")
+                wanted = inference.task_outputs(method_name, signature, self._describer(ver, signature_name))
+                plan.append((spec, method_name, signature_name, wanted))
+            serialized = inference.serialized_examples(examples)
+            for _spec, _method, signature_name, _wanted in plan:
+                self._check_examples_input(ver.servable.signatures[signature_name])
+            inputs = {inference.CLASSIFY_INPUTS: serialized}
+            for spec, method_name, signature_name, wanted in plan:
+                outputs = await self._runner(ver, signature_name).run(inputs, wanted, timeout_ms)
+                task_result = response.results.add()
+                if method_name == CLASSIFY_METHOD_NAME:
+                    inference.fill_classification_result(
+                        outputs, len(serialized), task_result.classification_result
+                    )
+                else:
+                    inference.fill_regression_result(outputs, len(serialized), task_result.regression_result)
+                task_spec = task_result.model_spec
+                task_spec.name = spec.name
+                task_spec.signature_name = signature_name
+                task_spec.version.value = ver.id.version
+        finally:
+            self.manager.release(ver)
+
+    # ---- status and metadata -------------------------------------------------
+
+    def model_status(self, spec: ModelSpec | None, *, rest: bool = False) -> list[VersionStatus]:
+        if spec is None:
+            raise invalid_argument("Missing ModelSpec")
+        if rest and not spec.name:
             raise invalid_argument("Missing model name in request.")
         _check_version_choice(spec)
         version = spec.version
@@ -193,12 +348,36 @@ class Api:
         return result
 
     def model_metadata(self, spec: ModelSpec) -> tuple[ModelSpec, Mapping[str, SignatureSpec]]:
-        """GetModelMetadata's signature_def field: the resolved spec and every signature."""
+        """REST's metadata: the resolved spec and every signature."""
         if not spec.name:
             raise invalid_argument("Missing model name in request.")
-        _check_version_choice(spec)
-        ver = self.manager.acquire(spec.name, spec.version, spec.version_label)
+        ver = self._acquire(spec)
         try:
             return ModelSpec(spec.name, ver.id.version), ver.servable.signatures
+        finally:
+            self.manager.release(ver)
+
+    def signature_def_map(
+        self, spec: ModelSpec | None, metadata_fields: Sequence[str]
+    ) -> tuple[ModelSpec, bytes]:
+        """GetModelMetadata: the resolved spec and the serialized `SignatureDefMap`
+        (get_model_metadata_impl.cc's checks and texts)."""
+        if spec is None:
+            raise invalid_argument("Missing ModelSpec")
+        if not metadata_fields:
+            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in metadata_fields:
+            if field != SIGNATURE_DEF_FIELD:
+                raise invalid_argument(f"Metadata field {field} is not supported")
+        ver = self._acquire(spec)
+        try:
+            if ver.signature_def_map is None:
+                from .messages import SignatureDefMap
+
+                signature_map = SignatureDefMap()
+                for key, serialized in ver.servable.signature_defs.items():
+                    signature_map.signature_def[key].MergeFromString(serialized)
+                ver.signature_def_map = signature_map.SerializeToString(deterministic=True)
+            return ModelSpec(spec.name, ver.id.version), ver.signature_def_map
         finally:
             self.manager.release(ver)

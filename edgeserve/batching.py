@@ -60,10 +60,11 @@ class SignatureRunner:
         output_filter: Sequence[str] | None,
         nbytes: int,
         caller_thread: bool = False,
+        timeout_ms: int = 0,
     ) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         try:
-            return self.servable.run(self.signature_name, inputs, output_filter, caller_thread)
+            return self.servable.run(self.signature_name, inputs, output_filter, caller_thread, timeout_ms)
         finally:
             self._record(time.perf_counter() - started, nbytes)
 
@@ -86,14 +87,17 @@ class SignatureRunner:
                 self._largest = 0
 
     async def run(
-        self, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] | None = None
+        self,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] | None = None,
+        timeout_ms: int = 0,
     ) -> dict[str, np.ndarray]:
         nbytes = _nbytes(inputs)
         if self.inline and nbytes <= self._inline_bytes:
             # Inline runs are the ones measured tiny: the runtime does them on this
             # thread too, without handing them to its own pool.
-            return self._timed_run(inputs, output_filter, nbytes, True)
+            return self._timed_run(inputs, output_filter, nbytes, True, timeout_ms)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor, self._timed_run, inputs, output_filter, nbytes
+            self._executor, self._timed_run, inputs, output_filter, nbytes, False, timeout_ms
         )

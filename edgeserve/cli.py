@@ -61,17 +61,13 @@ NOT_SUPPORTED_YET: dict[str, str] = {
     "model_config_file_poll_wait_seconds": "model config file",
     "allow_version_labels_for_unavailable_models": "model config file",
     "monitoring_config_file": "monitoring",
-    "ssl_config_file": "gRPC credentials",
     "use_alts_credentials": "gRPC credentials",
     "prefer_tflite_model": "TFLite",
     "num_tflite_pools": "TFLite",
     "num_tflite_interpreters_per_pool": "TFLite",
-    "grpc_socket_path": "gRPC UNIX socket",
-    "grpc_channel_arguments": "gRPC channel arguments",
     "platform_config_file": "platform config",
     "tensorflow_session_config_file": "session config",
     "thread_pool_factory_config_file": "thread pool factory",
-    "enable_grpc_healthcheck_service": "gRPC health check",
     "num_request_iterations_for_warmup": "model warmup",
 }
 
@@ -210,8 +206,11 @@ _TF_FLAGS: tuple[FlagSpec, ...] = (
        "Automatic mixed precision mode; TF Serving knows only 'bfloat16'."),
     _f("skip_initialize_tpu", "bool", False,
        "Do not initialize a TPU system at start (TPU builds only)."),
-    _f("enable_grpc_healthcheck_service", "bool", False,
-       "Offer the standard grpc.health.v1 Health service."),
+    # On by default here (TF Serving: off): edgeserve's health answers reflect real
+    # model states, so probes can rely on them.
+    _f("enable_grpc_healthcheck_service", "bool", True,
+       "Offer the standard grpc.health.v1 Health service (per model name, "
+       "and \"\" for the server)."),
     _f("enable_serialization_as_tensor_content", "bool", False,
        "Put Predict response tensors in tensor_content bytes instead of "
        "typed value fields."),

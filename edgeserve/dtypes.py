@@ -101,7 +101,8 @@ _FROM_NUMPY: dict[np.dtype, DataType] = {v: k for k, v in _NUMPY.items()}
 
 def to_numpy(dtype: DataType | int) -> np.dtype | None:
     """The numpy dtype for a DataType (or its reference type), or None when numpy cannot hold it."""
-    return _NUMPY.get(base(dtype))
+    found = _NUMPY.get(dtype)  # the common case, on every request: no enum conversion
+    return found if found is not None or dtype <= REF_OFFSET else _NUMPY.get(base(dtype))
 
 
 def from_numpy(dtype: np.dtype) -> DataType:

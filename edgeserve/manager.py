@@ -44,7 +44,7 @@ class LoadedVersion:
 
     __slots__ = (
         "id", "state", "error", "failed", "aspired", "path", "fingerprint", "servable",
-        "refs", "drained", "runners", "retry_now",
+        "refs", "drained", "runners", "retry_now", "signature_def_map",
     )
 
     def __init__(self, servable_id: ServableId, aspired: AspiredVersion) -> None:
@@ -59,6 +59,7 @@ class LoadedVersion:
         self.refs = 0
         self.drained: asyncio.Event | None = None
         self.runners: dict = {}
+        self.signature_def_map: bytes | None = None  # GetModelMetadata's, built once
         self.retry_now: asyncio.Event | None = None
 
     def view(self) -> VersionView:
@@ -95,6 +96,7 @@ class Manager:
         self._tasks: set[asyncio.Task] = set()
         self._changed = asyncio.Event()
         self._stopping = False
+        self._listeners: list[Callable[[str], None]] = []
 
     # ---- the source's side -------------------------------------------------
 
@@ -130,8 +132,14 @@ class Manager:
 
     # ---- transitions -------------------------------------------------------
 
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Calls `listener(model name)` on the loop whenever that model's versions change."""
+        self._listeners.append(listener)
+
     def _step(self, model: _Model) -> None:
         self._changed.set()  # wakes wait_until_settled to look again
+        for listener in self._listeners:
+            listener(model.name)
         if model.busy or self._stopping:
             return
         action = next_action({v: ver.view() for v, ver in model.versions.items()})
@@ -210,7 +218,7 @@ class Manager:
                 await ver.drained.wait()
             started = time.monotonic()
             servable, ver.servable = ver.servable, None
-            ver.runners = {}
+            ver.runners, ver.signature_def_map = {}, None
             if servable is not None:
                 try:
                     await loop.run_in_executor(self._unload_executor, servable.close)
@@ -271,6 +279,11 @@ class Manager:
 
     def model_names(self) -> list[str]:
         return sorted(self._models)
+
+    def is_available(self, name: str) -> bool | None:
+        """Whether `name` has an AVAILABLE version; None for a model never heard of."""
+        model = self._models.get(name)
+        return None if model is None else model.latest is not None
 
     def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
         """GetModelStatus with TF Serving's NOT_FOUND messages."""

@@ -144,10 +144,11 @@ def signature_def_map_json(signatures: Mapping[str, SignatureSpec]) -> dict:
 class RestApi:
     """Routes complete HTTP requests to the api layer; renders TF Serving's JSON."""
 
-    def __init__(self, api: Api, *, limits: Limits, enable_cors: bool) -> None:
+    def __init__(self, api: Api, *, limits: Limits, enable_cors: bool, run_timeout_ms: int = 0) -> None:
         self.api = api
         self.limits = limits
         self.enable_cors = enable_cors
+        self.run_timeout_ms = run_timeout_ms  # --rest_api_timeout_in_ms, for each model run
         self._routes: dict[bytes, _Route | ServingError] = {}
 
     # ---- routing -----------------------------------------------------------
@@ -233,7 +234,7 @@ class RestApi:
         if kind == "predict":
             return 200, await self._predict(route.spec, self._body(req)), b""
         if kind == "status":
-            statuses = self.api.model_status(route.spec)
+            statuses = self.api.model_status(route.spec, rest=True)
             return 200, _dump_indented({"model_version_status": [_version_status_json(s) for s in statuses]}), b""
         if kind == "metadata":
             spec, signatures = self.api.model_metadata(route.spec)
@@ -248,7 +249,9 @@ class RestApi:
                     for name, statuses in self.api.all_model_status().items()
                 ]
             }), b""
-        raise ServingError(StatusCode.UNIMPLEMENTED, f"The REST {kind} API is not implemented yet")
+        if kind in ("classify", "regress"):
+            return 200, await self._classify_or_regress(route.spec, kind, self._body(req)), b""
+        raise ServingError(StatusCode.NOT_FOUND, f"Malformed request: {req.method.decode('latin-1')} {path.decode('latin-1')}")
 
     async def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
         large = len(body) > OFFLOAD_BYTES
@@ -259,13 +262,29 @@ class RestApi:
         if parsed.signature_name:
             spec = ModelSpec(spec.name, spec.version, spec.version_label, parsed.signature_name)
         result = await self.api.predict(
-            spec, lambda sig: tensors.decode_inputs(parsed, sig), rest=True, offload=large
+            spec, lambda sig: tensors.decode_inputs(parsed, sig), rest=True, offload=large,
+            timeout_ms=self.run_timeout_ms,
         )
         if sum(a.nbytes for a in result.outputs.values()) > OFFLOAD_BYTES:
             return await self.api.offload(
                 tensors.encode_predict_response, result.outputs, parsed.format, result.signature
             )
         return tensors.encode_predict_response(result.outputs, parsed.format, result.signature)
+
+    async def _classify_or_regress(self, spec: ModelSpec, kind: str, body: bytes) -> bytes:
+        # Imported on first use: the message classes import TensorFlow.
+        from . import example_json, messages
+
+        examples, signature_name = example_json.parse_classify_regress_request(body)
+        if signature_name:
+            spec = ModelSpec(spec.name, spec.version, spec.version_label, signature_name)
+        if kind == "classify":
+            classification = messages.ClassificationResult()
+            await self.api.classify(spec, examples, classification, timeout_ms=self.run_timeout_ms)
+            return example_json.classification_result_json(classification)
+        regression = messages.RegressionResult()
+        await self.api.regress(spec, examples, regression, timeout_ms=self.run_timeout_ms)
+        return example_json.regression_result_json(regression)
 
     def _body(self, req: Request) -> bytes:
         encoding = req.content_encoding

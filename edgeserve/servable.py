@@ -68,6 +68,9 @@ class Servable(Protocol):
     """What a loaded model version offers. Runtimes implement it; nothing else does."""
 
     signatures: Mapping[str, SignatureSpec]
+    # Each signature's SignatureDef message, serialized: GetModelMetadata returns
+    # them as they are and error messages quote them.
+    signature_defs: Mapping[str, bytes]
 
     def run(
         self,
@@ -75,13 +78,15 @@ class Servable(Protocol):
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] | None = None,
         caller_thread: bool = False,
+        timeout_ms: int = 0,
     ) -> dict[str, np.ndarray]:
         """Runs a signature on validated inputs; returns outputs by alias.
 
         Blocking; called on a worker thread or inline for fast signatures.
         `caller_thread`: the run is known to be tiny, do all of it on this thread
-        (no handoff to a runtime-internal pool). Raises ServingError for failures a
-        client should see.
+        (no handoff to a runtime-internal pool). `timeout_ms` > 0: a run that takes
+        longer ends with DEADLINE_EXCEEDED (not enforced for caller-thread runs).
+        Raises ServingError for failures a client should see.
         """
         ...
 

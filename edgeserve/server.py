@@ -8,12 +8,16 @@ every version, exit 0.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import signal
+import socket
+import stat
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .api import Api
 from .cli import Options
@@ -42,6 +46,10 @@ class Server:
         self._unload_executor = ThreadPoolExecutor(max(1, options.num_unload_threads), "unload")
         self._run_executor = ThreadPoolExecutor(max(1, cpus), "run")
         self.manager: Manager | None = None
+        self._grpc_servers: list[Any] = []  # grpclib Servers: TCP port, Unix socket
+        self._grpc_calls: Any = None
+        self._health: Any = None
+        self._bound_socket_path: str | None = None  # ours to remove at exit
 
     def _loader(self, name: str, aspired: AspiredVersion) -> SavedModelLoader:
         intra, inter = self.options.session_threads()
@@ -50,7 +58,6 @@ class Server:
             tags=sorted(self.options.saved_model_tag_set()),
             intra_op_threads=intra,
             inter_op_threads=inter,
-            run_timeout_ms=self.options.rest_api_timeout_in_ms,
         )
 
     async def start(self) -> None:
@@ -77,6 +84,11 @@ class Server:
             poll_wait_seconds=options.file_system_poll_wait_seconds,
         )
         self._sources.append(source)
+        grpc_import = None
+        if options.port or options.grpc_socket_path:
+            # TF Serving's message classes import TensorFlow (~1.5 s): on a thread,
+            # while the first versions load.
+            grpc_import = loop.run_in_executor(None, importlib.import_module, "edgeserve.grpc_api")
         await source.poll_once()  # the first poll before ports open, as TF Serving
         await self.manager.wait_until_settled()
         if options.file_system_poll_wait_seconds > 0:
@@ -87,8 +99,8 @@ class Server:
             self._run_executor,
             inline_threshold_seconds=options.inline_run_threshold_micros / 1e6,
         )
-        if options.port:
-            log.warning("gRPC API (--port=%d) is not served yet; only REST is.", options.port)
+        if grpc_import is not None:
+            await self._start_grpc(await grpc_import, api)
         if options.rest_api_port:
             rest = RestApi(
                 api,
@@ -99,6 +111,7 @@ class Server:
                     idle_timeout=options.rest_api_idle_timeout_in_ms / 1000,
                 ),
                 enable_cors=options.rest_api_enable_cors_support,
+                run_timeout_ms=options.rest_api_timeout_in_ms,
             )
             listener = await loop.create_server(
                 lambda: HttpProtocol(rest, self._connections),
@@ -110,8 +123,54 @@ class Server:
             self._listeners.append(listener)
             self._tasks.append(loop.create_task(self._sweep()))
             log.info("Exporting HTTP/REST API at:%s:%d ...", options.bind_address, options.rest_api_port)
-        else:
-            log.warning("--rest_api_port is 0: the REST API is off and nothing else serves yet.")
+
+    async def _start_grpc(self, grpc_api: Any, api: Api) -> None:
+        """Both gRPC services (+ health, reflection) on --port and/or --grpc_socket_path."""
+        from grpclib.reflection.service import ServerReflection
+
+        options = self.options
+        try:
+            limits = grpc_api.parse_channel_arguments(
+                options.grpc_channel_arguments,
+                tensor_content=options.enable_serialization_as_tensor_content,
+            )
+            ssl_context = None
+            if options.ssl_config_file:
+                from .tls import server_context
+
+                ssl_context = server_context(options.ssl_config_file)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        self._grpc_calls = grpc_api.Calls()
+        services: list[Any] = [
+            grpc_api.PredictionService(api, limits, self._grpc_calls),
+            grpc_api.ModelService(api, limits, self._grpc_calls),
+        ]
+        if options.enable_grpc_healthcheck_service:
+            from .grpc_health import ModelHealth
+
+            self._health = ModelHealth(self.manager)
+            services.append(self._health)
+        services = ServerReflection.extend(services)
+        if options.port:
+            server = grpc_api.GrpcServer(services)
+            await server.start(
+                options.bind_address, options.port, ssl=ssl_context, reuse_address=True, backlog=1024
+            )
+            self._grpc_servers.append(server)
+            log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, options.port)
+        if options.grpc_socket_path:
+            _remove_stale_socket(options.grpc_socket_path)
+            server = grpc_api.GrpcServer(services)
+            await server.start(path=options.grpc_socket_path, ssl=ssl_context, backlog=1024)
+            self._bound_socket_path = options.grpc_socket_path
+            self._grpc_servers.append(server)
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", options.grpc_socket_path)
+
+    def _busy(self) -> bool:
+        if any(conn.busy for conn in self._connections):
+            return True
+        return self._grpc_calls is not None and self._grpc_calls.active > 0
 
     async def _poll_later(self, source: FileSystemSource) -> None:
         await asyncio.sleep(source.poll_wait_seconds)
@@ -139,13 +198,34 @@ class Server:
         grace = self.options.shutdown_grace_period_seconds
         for listener in self._listeners:
             listener.close()
+        if self._health is not None:
+            self._health.set_serving(False)
+        for grpc_server in self._grpc_servers:
+            # Stop accepting connections only: grpclib's own close() would cancel the
+            # calls in flight, which are answered first.
+            grpc_server._server.close()
+        if self._grpc_calls is not None:
+            self._grpc_calls.draining = True
         for conn in list(self._connections):
             conn.drain()
-        while any(conn.busy for conn in self._connections) and time.monotonic() - started < grace:
+        while self._busy() and time.monotonic() - started < grace:
             await asyncio.sleep(0.01)
         unanswered = sum(1 for conn in self._connections if conn.busy)
+        if self._grpc_calls is not None:
+            unanswered += self._grpc_calls.active
         if unanswered:
-            log.warning("Grace period over with %d connection(s) still waiting for answers", unanswered)
+            log.warning("Grace period over with %d request(s) still waiting for answers", unanswered)
+        for grpc_server in self._grpc_servers:
+            grpc_server.close()
+            try:
+                await asyncio.wait_for(grpc_server.wait_closed(), 1.0)
+            except asyncio.TimeoutError:
+                log.warning("gRPC connections did not close in time")
+        if self._bound_socket_path is not None:
+            try:
+                os.unlink(self._bound_socket_path)
+            except OSError:
+                pass
         for task in self._tasks:
             task.cancel()
         for source in self._sources:
@@ -163,9 +243,38 @@ class Server:
         log.info("Stopped after %.2fs", time.monotonic() - started)
 
 
+class StartupError(Exception):
+    """A configuration the server cannot start with; the message says why."""
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a killed server would block the bind; one that still
+    answers belongs to a running server and is left alone."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            raise StartupError(f"--grpc_socket_path {path} exists and is not a socket")
+    except FileNotFoundError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)
+            log.info("Removed stale socket file %s", path)
+            return
+        except OSError:
+            return
+    raise StartupError(f"--grpc_socket_path {path} is in use by another running server")
+
+
 async def serve(options: Options) -> int:
     server = Server(options)
-    await server.start()
+    try:
+        await server.start()
+    except StartupError as exc:
+        log.error("Failed to start server. Error: %s", exc)
+        await server.stop()
+        return 1
     await server.wait_for_stop()
     await server.stop()
     return 0

@@ -184,7 +184,7 @@ def _grisu2(value: float) -> tuple[list[int], int]:
         mf, me = (f << 1) - 1, e - 1
     mf <<= me - pe
     shift = 64 - f.bit_length()
-    vf, ve = f << shift, e - shift
+    vf = f << shift
 
     dk = (-61 - pe) * 0.30102999566398114 + 347
     k = int(dk)
@@ -982,13 +982,10 @@ _NEITHER_KEY = "Missing 'inputs' or 'instances' key"
 _MISSING = object()
 
 
-def parse_predict_request(body: bytes) -> JsonPredictRequest:
-    """Parses a REST predict body; raises ServingError(INVALID_ARGUMENT) as TF Serving does.
-
-    Raised here: an empty or malformed body ("JSON Parse error: ..."), a top level that is
-    not an object, a "signature_name" that is not a string. What is wrong with
-    "instances"/"inputs" is raised by `decode_inputs` (see JsonPredictRequest).
-    """
+def load_request_object(body: bytes) -> tuple[bytes, dict, bool, str]:
+    """The JSON object of a REST predict/classify/regress body and its "signature_name",
+    checked as TF Serving checks both: (body as bytes, object, parsed exactly by the
+    rapidjson port, signature name or "")."""
     if type(body) is not bytes and not isinstance(body, bytearray):
         body = body.encode() if isinstance(body, str) else bytes(body)
     if not body:
@@ -1005,6 +1002,17 @@ def parse_predict_request(body: bytes) -> JsonPredictRequest:
     if exact:
         # A name with bytes that are not UTF-8 matches no signature; keep it printable.
         signature_name = signature_name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return body, doc, exact, signature_name
+
+
+def parse_predict_request(body: bytes) -> JsonPredictRequest:
+    """Parses a REST predict body; raises ServingError(INVALID_ARGUMENT) as TF Serving does.
+
+    Raised here: an empty or malformed body ("JSON Parse error: ..."), a top level that is
+    not an object, a "signature_name" that is not a string. What is wrong with
+    "instances"/"inputs" is raised by `decode_inputs` (see JsonPredictRequest).
+    """
+    body, doc, exact, signature_name = load_request_object(body)
     instances = doc.get("instances", _MISSING)
     if instances is not _MISSING:
         error = None

@@ -18,7 +18,7 @@ class TimedServable:
         self.seconds = seconds
         self.threads: list[str] = []
 
-    def run(self, signature_name, inputs, output_filter=None, caller_thread=False):
+    def run(self, signature_name, inputs, output_filter=None, caller_thread=False, timeout_ms=0):
         self.threads.append(threading.current_thread().name)
         if self.seconds:
             time.sleep(self.seconds)

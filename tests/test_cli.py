@@ -67,6 +67,9 @@ TF_SERVING_DEFAULTS = {
     "enable_serialization_as_tensor_content": False,
 }
 
+# Flags whose default edgeserve changes on purpose (README: differences from TF Serving).
+DELIBERATE_DEFAULTS = {"enable_grpc_healthcheck_service": True}
+
 EDGESERVE_DEFAULTS = {
     "bind_address": "0.0.0.0",
     "rest_api_max_request_bytes": 16 * 1024 * 1024,
@@ -165,7 +168,7 @@ def test_every_main_cc_flag_is_an_option_with_tf_servings_default():
     options = Options()
     for flag, variable in flags.items():
         assert hasattr(options, flag), f"--{flag} has no Options field"
-        assert getattr(options, flag) == defaults[variable], flag
+        assert getattr(options, flag) == DELIBERATE_DEFAULTS.get(flag, defaults[variable]), flag
 
 
 def test_hard_coded_flag_list_matches_main_cc():
@@ -182,7 +185,7 @@ def test_help_lists_every_main_cc_flag(capsys):
 
 def test_defaults_equal_tf_servings_and_edgeserves():
     options = parse_args([])
-    for name, value in {**TF_SERVING_DEFAULTS, **EDGESERVE_DEFAULTS}.items():
+    for name, value in {**TF_SERVING_DEFAULTS, **EDGESERVE_DEFAULTS, **DELIBERATE_DEFAULTS}.items():
         assert getattr(options, name) == value, name
         assert type(getattr(options, name)) is type(value), name
     assert options.ignored_flags == ()
@@ -481,10 +484,10 @@ def test_the_not_supported_yet_table_is_the_one_the_brief_lists():
         "enable_per_model_batching_parameters", "model_config_file",
         "model_config_file_poll_wait_seconds",
         "allow_version_labels_for_unavailable_models", "monitoring_config_file",
-        "ssl_config_file", "prefer_tflite_model", "num_tflite_pools",
-        "num_tflite_interpreters_per_pool", "grpc_socket_path", "grpc_channel_arguments",
+        "prefer_tflite_model", "num_tflite_pools",
+        "num_tflite_interpreters_per_pool",
         "platform_config_file", "tensorflow_session_config_file",
-        "thread_pool_factory_config_file", "enable_grpc_healthcheck_service",
+        "thread_pool_factory_config_file",
         "use_alts_credentials", "num_request_iterations_for_warmup",
     }
 

@@ -31,7 +31,7 @@ class GatedServable:
     def __init__(self) -> None:
         self.gate = threading.Event()
 
-    def run(self, signature_name, inputs, output_filter=None, caller_thread=False):
+    def run(self, signature_name, inputs, output_filter=None, caller_thread=False, timeout_ms=0):
         assert self.gate.wait(10)
         return {"y": inputs["x"] * 2}
 

@@ -20,7 +20,7 @@ class Servable:
         self.path = path
         self.closed = False
 
-    def run(self, signature_name, inputs, output_filter=None, caller_thread=False):
+    def run(self, signature_name, inputs, output_filter=None, caller_thread=False, timeout_ms=0):
         return {}
 
     def close(self):

@@ -688,12 +688,12 @@ def test_extra_input_in_columnar_object_is_ignored_as_in_tf_serving(server):
     ("GET", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
     ("GET", "/v1/models/half_plus_two/versions/7", None, 404, "Could not find version 7 of model half_plus_two"),
     ("GET", "/v1/models/nope/metadata", None, 404, "Servable not found for request: Latest(nope)"),
-    ("POST", "/v1/models/half_plus_two:classify", b'{"examples": [{"x": 1.0}]}', 501,
-     "The REST classify API is not implemented yet"),
-    ("POST", "/v1/models/half_plus_two:regress", b'{"examples": [{"x": 1.0}]}', 501,
-     "The REST regress API is not implemented yet"),
+    ("POST", "/v1/models/half_plus_two:classify", b'{"signature_name": "nope", "examples": [{"x": 1.0}]}',
+     400, "No signature was found with the name: nope"),
+    ("POST", "/v1/models/nope:regress", b'{"examples": [{"x": 1.0}]}', 404,
+     "Servable not found for request: Latest(nope)"),
 ])
-def test_unknown_servables_and_unimplemented_apis(server, method, path, body, status, error):
+def test_unknown_servables_and_signatures(server, method, path, body, status, error):
     response = call(server.rest_port, method, path, body)
     assert (response.status, response.json()) == (status, {"error": error})
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from ..dtypes import DataType
 from ..errors import ServingError, StatusCode, invalid_argument
 from ..servable import SignatureSpec, TensorSpec
+from ..tensorflow_import import import_tensorflow
 
 log = logging.getLogger("edgeserve.savedmodel")
 
@@ -25,23 +25,6 @@ SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
 # A loaded graph with its variables costs more RAM than its files; TF Serving's
 # estimate (saved_model_bundle_factory / resource_util) pads file size likewise.
 ESTIMATE_FACTOR = 1.2
-
-_tf_lock = threading.Lock()
-_tf: Any = None
-
-
-def _tensorflow() -> Any:
-    """Imports TensorFlow once, on whichever worker thread loads first."""
-    global _tf
-    with _tf_lock:
-        if _tf is None:
-            import tensorflow
-
-            # loader.load is deprecated in TF2 and says so on every load.
-            tensorflow.get_logger().setLevel(logging.ERROR)
-            _tf = tensorflow
-    return _tf
-
 
 def is_saved_model_dir(path: str) -> bool:
     return any(os.path.isfile(os.path.join(path, f)) for f in SAVED_MODEL_FILENAMES)
@@ -87,13 +70,11 @@ class SavedModelLoader:
         tags: Sequence[str] = ("serve",),
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
-        run_timeout_ms: int = 0,
     ) -> None:
         self.path = path
         self.tags = tuple(tags)
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
-        self.run_timeout_ms = run_timeout_ms
 
     def estimate_bytes(self) -> int:
         return int(_dir_bytes(self.path) * ESTIMATE_FACTOR)
@@ -105,7 +86,7 @@ class SavedModelLoader:
                 f"SavedModel not found in export directory: {self.path} "
                 "(no saved_model.pb or saved_model.pbtxt)",
             )
-        tf = _tensorflow()
+        tf = import_tensorflow()
         v1 = tf.compat.v1
         graph = tf.Graph()
         config = v1.ConfigProto(
@@ -123,27 +104,27 @@ class SavedModelLoader:
                     f"Failed to load SavedModel from {self.path}: {getattr(exc, 'message', None) or exc}",
                 ) from None
             raise
-        return SavedModelServable(tf, session, meta_graph_def, self.run_timeout_ms)
+        return SavedModelServable(tf, session, meta_graph_def)
 
 
 class SavedModelServable:
     """A loaded SavedModel version: its signatures and a Session to run them."""
 
-    def __init__(self, tf: Any, session: Any, meta_graph_def: Any, run_timeout_ms: int) -> None:
+    def __init__(self, tf: Any, session: Any, meta_graph_def: Any) -> None:
         self._tf = tf
         self._session = session
         self.signatures: dict[str, SignatureSpec] = {}
+        self.signature_defs: dict[str, bytes] = {}
         for key, sig in meta_graph_def.signature_def.items():
+            self.signature_defs[key] = sig.SerializeToString(deterministic=True)
             self.signatures[key] = SignatureSpec(
                 method_name=sig.method_name,
                 inputs={alias: _tensor_spec(info) for alias, info in sorted(sig.inputs.items())},
                 outputs={alias: _tensor_spec(info) for alias, info in sorted(sig.outputs.items())},
                 defaults=frozenset(getattr(sig, "defaults", {}) or ()),
             )
-        self._run_options = (
-            tf.compat.v1.RunOptions(timeout_in_ms=run_timeout_ms) if run_timeout_ms > 0 else None
-        )
-        # (signature, input aliases, output aliases) -> Session callable. Built on
+        # (signature, input aliases, output aliases, caller thread, timeout) -> Session
+        # callable. Timeouts come rounded (gRPC deadlines to powers of two), so few. Built on
         # first use; a dict write is atomic under the GIL, so racing threads at
         # worst build the same callable twice.
         self._callables: dict[tuple, Any] = {}
@@ -154,7 +135,7 @@ class SavedModelServable:
     def _callable(self, key: tuple) -> Any:
         fn = self._callables.get(key)
         if fn is None:
-            signature_name, input_aliases, output_aliases, caller_thread = key
+            signature_name, input_aliases, output_aliases, caller_thread, timeout_ms = key
             sig = self.signatures[signature_name]
             for alias in (*input_aliases, *output_aliases):
                 spec = sig.inputs.get(alias) or sig.outputs[alias]
@@ -171,8 +152,9 @@ class SavedModelServable:
                 feed=[sig.inputs[a].name for a in input_aliases],
                 fetch=[sig.outputs[a].name for a in output_aliases],
             )
-            if self._run_options is not None:
-                options.run_options.CopyFrom(self._run_options)
+            if timeout_ms > 0:
+                # TF ends a run that takes longer with DEADLINE_EXCEEDED, as TF Serving.
+                options.run_options.timeout_in_ms = timeout_ms
             if caller_thread:
                 # RunOptions' documented "-1: use the caller's thread", meant for
                 # graphs as small as the context switch: 5 µs a call instead of 16.
@@ -188,12 +170,13 @@ class SavedModelServable:
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] | None = None,
         caller_thread: bool = False,
+        timeout_ms: int = 0,
     ) -> dict[str, np.ndarray]:
         sig = self.signatures[signature_name]
         output_aliases = tuple(output_filter) if output_filter else tuple(sig.outputs)
         input_aliases = tuple(inputs)
         try:
-            fn = self._callable((signature_name, input_aliases, output_aliases, caller_thread))
+            fn = self._callable((signature_name, input_aliases, output_aliases, caller_thread, timeout_ms))
             values = fn(*[inputs[a] for a in input_aliases])
         except ServingError:
             raise

@@ -1,0 +1,383 @@
+"""TF Serving's gRPC API on grpclib: PredictionService and ModelService.
+
+Each method reads TF Serving's request message, translates it into the same `api`
+calls REST uses and writes TF Serving's response message. Services are plain classes
+whose `__mapping__` names each method path with its message classes (grpclib needs no
+generated stubs). Failures leave as the ServingError's code and message, truncated as
+TF Serving truncates them (grpc_status_util.cc). No model logic lives here.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from google.protobuf.message import DecodeError
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Server as _GrpclibServer
+
+from . import messages as pb
+from . import tensor_proto
+from .api import Api, ModelSpec, check_input_names
+from .errors import ServingError, StatusCode
+from .servable import SignatureSpec
+
+log = logging.getLogger("edgeserve.grpc")
+
+# TF Serving raises gRPC's default limits to the largest int32 (server.cc).
+DEFAULT_MAX_MESSAGE_BYTES = 2**31 - 1
+_ERROR_MESSAGE_LIMIT = 1024  # TF Serving's ToGRPCStatus truncates longer messages
+_SIGNATURE_DEF_MAP_TYPE_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+
+
+@dataclass(frozen=True)
+class MessageLimits:
+    """How messages are sized and written: gRPC's grpc.max_receive_message_length /
+    grpc.max_send_message_length (-1: none), and TF Serving's tensor_content option."""
+
+    max_receive_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_send_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # --enable_serialization_as_tensor_content: Predict outputs in tensor_content bytes.
+    tensor_content: bool = False
+
+
+_CHANNEL_ARGUMENTS = {
+    "grpc.max_receive_message_length": "max_receive_bytes",
+    "grpc.max_send_message_length": "max_send_bytes",
+}
+
+
+def parse_channel_arguments(text: str, *, tensor_content: bool = False) -> MessageLimits:
+    """TF Serving's --grpc_channel_arguments ("key=value,key=value"). The message size
+    limits are honoured; other keys tune grpc core's C++ server, which edgeserve does
+    not have, so they are logged and ignored. Raises ValueError for malformed text."""
+    values: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--grpc_channel_arguments: {item!r} is not key=value")
+        field = _CHANNEL_ARGUMENTS.get(key.strip())
+        if field is None:
+            log.warning("gRPC channel argument %s is not used by edgeserve; ignored", key.strip())
+            continue
+        try:
+            values[field] = int(value)
+        except ValueError:
+            raise ValueError(f"--grpc_channel_arguments: {key.strip()} needs an integer, got {value!r}") from None
+    return MessageLimits(**values, tensor_content=tensor_content)
+
+
+class Calls:
+    """The gRPC calls in flight, for draining: once `draining`, new calls are refused."""
+
+    __slots__ = ("active", "draining")
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.draining = False
+
+
+def run_timeout_ms(stream: Any) -> int:
+    """The call's deadline as a model run timeout, 0 for none (TF Serving's
+    DeadlineToTimeoutMillis). Rounded up to a power of two milliseconds: each distinct
+    timeout is a separately prepared session call, so they must be few; a run is cut
+    at most twice as late as the deadline the client gets its answer at."""
+    deadline = stream.deadline
+    if deadline is None:
+        return 0
+    remaining_ms = max(1, int(deadline.time_remaining() * 1000))
+    return 1 << (remaining_ms - 1).bit_length()
+
+
+def _grpc_error(exc: ServingError) -> GRPCError:
+    message = exc.message
+    if len(message) > _ERROR_MESSAGE_LIMIT:
+        message = message[:_ERROR_MESSAGE_LIMIT] + "...TRUNCATED"
+    return GRPCError(Status(exc.code.value), message)
+
+
+async def _receive(stream: Any, message_type: type, limit: int) -> Any:
+    """Reads the one request message of a unary call, refusing oversized ones by their
+    length prefix, before their bytes are buffered. grpclib's own recv_message has no
+    size limit, so this reads the grpclib protocol stream underneath it."""
+    raw = stream._stream
+    prefix = await raw.recv_data(5)
+    if len(prefix) < 5:
+        raise ServingError(StatusCode.INVALID_ARGUMENT, "The request carries no message")
+    compressed, length = struct.unpack(">?I", prefix)
+    if compressed:
+        raise ServingError(
+            StatusCode.UNIMPLEMENTED, "Compressed messages are not supported; send them uncompressed"
+        )
+    if 0 <= limit < length:
+        raise ServingError(
+            StatusCode.RESOURCE_EXHAUSTED, f"Received message larger than max ({length} vs. {limit})"
+        )
+    data = await raw.recv_data(length) if length else b""
+    try:
+        return message_type.FromString(data)
+    except DecodeError as exc:
+        # grpc's C++ server (TF Serving) answers an unparsable request with INTERNAL;
+        # the same code here, with a message that says what did not parse.
+        raise ServingError(
+            StatusCode.INTERNAL,
+            f"Failed to parse the request as {message_type.DESCRIPTOR.full_name}: {exc}",
+        ) from None
+
+
+def model_spec(request: Any) -> ModelSpec | None:
+    """A request's ModelSpec message as the api's ModelSpec; None when absent."""
+    if not request.HasField("model_spec"):
+        return None
+    return spec_of(request.model_spec)
+
+
+def spec_of(proto: Any) -> ModelSpec:
+    choice = proto.WhichOneof("version_choice")
+    return ModelSpec(
+        proto.name,
+        proto.version.value if choice == "version" else None,
+        proto.version_label if choice == "version_label" else None,
+        proto.signature_name,
+    )
+
+
+def _fill_spec(out: Any, spec: ModelSpec) -> None:
+    out.name = spec.name
+    if spec.signature_name:
+        out.signature_name = spec.signature_name
+    if spec.version is not None:
+        out.version.value = spec.version
+
+
+class _Service:
+    """A grpclib servable whose unary methods take a request and return a response."""
+
+    service_name = ""
+
+    def __init__(self, api: Api, limits: MessageLimits, calls: Calls) -> None:
+        self.api = api
+        self.limits = limits
+        self.calls = calls
+
+    def _unary(
+        self, method: Callable[[Any, int], Awaitable[Any]], request_type: type, response_type: type
+    ) -> Handler:
+        receive_limit = self.limits.max_receive_bytes
+        send_limit = self.limits.max_send_bytes
+        check_send = 0 <= send_limit < DEFAULT_MAX_MESSAGE_BYTES
+        calls = self.calls
+
+        async def handle(stream: Any) -> None:
+            if calls.draining:
+                raise GRPCError(Status.UNAVAILABLE, "The server is shutting down")
+            calls.active += 1
+            try:
+                request = await _receive(stream, request_type, receive_limit)
+                response = await method(request, run_timeout_ms(stream))
+                if check_send and response.ByteSize() > send_limit:
+                    raise ServingError(
+                        StatusCode.RESOURCE_EXHAUSTED,
+                        f"Sent message larger than max ({response.ByteSize()} vs. {send_limit})",
+                    )
+            except ServingError as exc:
+                raise _grpc_error(exc) from None
+            except GRPCError:
+                raise
+            except Exception as exc:  # a bug must cost one call, not the server
+                log.exception("Internal error in %s", method.__name__)
+                raise GRPCError(Status.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}") from None
+            else:
+                await stream.send_message(response)
+            finally:
+                calls.active -= 1
+
+        return Handler(handle, Cardinality.UNARY_UNARY, request_type, response_type)
+
+    def _methods(self) -> dict[str, tuple]:
+        raise NotImplementedError
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return {
+            f"/{self.service_name}/{name}": self._unary(method, request_type, response_type)
+            for name, (method, request_type, response_type) in self._methods().items()
+        }
+
+
+def _decode_predict_inputs(request: Any) -> Callable[[SignatureSpec], dict]:
+    def decode(signature: SignatureSpec) -> dict:
+        inputs = request.inputs
+        check_input_names(signature, inputs)
+        to_ndarray = tensor_proto.to_ndarray
+        return {alias: to_ndarray(proto, alias) for alias, proto in inputs.items()}
+
+    return decode
+
+
+class PredictionService(_Service):
+    """tensorflow.serving.PredictionService (prediction_service.proto)."""
+
+    service_name = "tensorflow.serving.PredictionService"
+
+    def _methods(self) -> dict[str, tuple]:
+        return {
+            "Predict": (self.predict, pb.PredictRequest, pb.PredictResponse),
+            "Classify": (self.classify, pb.ClassificationRequest, pb.ClassificationResponse),
+            "Regress": (self.regress, pb.RegressionRequest, pb.RegressionResponse),
+            "MultiInference": (self.multi_inference, pb.MultiInferenceRequest, pb.MultiInferenceResponse),
+            "GetModelMetadata": (self.get_model_metadata, pb.GetModelMetadataRequest, pb.GetModelMetadataResponse),
+        }
+
+    async def predict(self, request: Any, timeout_ms: int) -> Any:
+        result = await self.api.predict(
+            model_spec(request), _decode_predict_inputs(request), request.output_filter,
+            timeout_ms=timeout_ms,
+        )
+        response = pb.PredictResponse()
+        spec = result.model_spec
+        out_spec = response.model_spec
+        out_spec.name = spec.name
+        out_spec.version.value = spec.version
+        out_spec.signature_name = spec.signature_name
+        outputs = response.outputs
+        signature_outputs = result.signature.outputs
+        from_ndarray = tensor_proto.from_ndarray
+        as_content = self.limits.tensor_content
+        for alias, array in result.outputs.items():
+            from_ndarray(array, signature_outputs[alias].dtype, outputs[alias], as_content)
+        return response
+
+    async def classify(self, request: Any, timeout_ms: int) -> Any:
+        response = pb.ClassificationResponse()
+        spec = await self.api.classify(model_spec(request), request.input, response.result, timeout_ms=timeout_ms)
+        _fill_spec(response.model_spec, spec)
+        return response
+
+    async def regress(self, request: Any, timeout_ms: int) -> Any:
+        response = pb.RegressionResponse()
+        spec = await self.api.regress(model_spec(request), request.input, response.result, timeout_ms=timeout_ms)
+        _fill_spec(response.model_spec, spec)
+        return response
+
+    async def multi_inference(self, request: Any, timeout_ms: int) -> Any:
+        response = pb.MultiInferenceResponse()
+        tasks = [(spec_of(task.model_spec), task.method_name) for task in request.tasks]
+        await self.api.multi_inference(tasks, request.input, response, timeout_ms=timeout_ms)
+        return response
+
+    async def get_model_metadata(self, request: Any, _timeout_ms: int) -> Any:
+        spec, signature_def_map = self.api.signature_def_map(model_spec(request), list(request.metadata_field))
+        response = pb.GetModelMetadataResponse()
+        _fill_spec(response.model_spec, spec)
+        metadata = response.metadata["signature_def"]
+        # The serialized SignatureDefMap goes in as it is: what Any.Pack would produce.
+        metadata.type_url = _SIGNATURE_DEF_MAP_TYPE_URL
+        metadata.value = signature_def_map
+        return response
+
+
+class ModelService(_Service):
+    """tensorflow.serving.ModelService (model_service.proto)."""
+
+    service_name = "tensorflow.serving.ModelService"
+
+    def _methods(self) -> dict[str, tuple]:
+        return {
+            "GetModelStatus": (self.get_model_status, pb.GetModelStatusRequest, pb.GetModelStatusResponse),
+            "HandleReloadConfigRequest": (
+                self.handle_reload_config_request, pb.ReloadConfigRequest, pb.ReloadConfigResponse,
+            ),
+        }
+
+    async def get_model_status(self, request: Any, _timeout_ms: int) -> Any:
+        response = pb.GetModelStatusResponse()
+        for status in self.api.model_status(model_spec(request)):
+            entry = response.model_version_status.add()
+            entry.version = status.version
+            entry.state = int(status.state)
+            entry.status.SetInParent()  # present even when OK, as TF Serving sends it
+            if status.error is not None:
+                entry.status.error_code = int(status.error.code)
+                entry.status.error_message = status.error.message
+        return response
+
+    async def handle_reload_config_request(self, request: Any, _timeout_ms: int) -> Any:
+        raise ServingError(
+            StatusCode.UNIMPLEMENTED,
+            "HandleReloadConfigRequest is not implemented yet: edgeserve serves one model "
+            "from --model_name/--model_base_path until model config files are supported",
+        )
+
+
+# ---- transport: one socket write per loop iteration --------------------------------
+
+class _WriteCoalescer:
+    """The transport grpclib writes to, gathering each loop iteration's writes into one.
+
+    grpclib writes every HTTP/2 frame batch as soon as it is made: a unary call costs a
+    WINDOW_UPDATE, the response headers, the message and the trailers, four send()
+    calls. Joined per loop iteration (and across the calls answered in it) they cost one.
+    """
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if pending:
+            self._pending = []
+            if not self._transport.is_closing():
+                self._transport.write(b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _CoalescingProtocol(asyncio.Protocol):
+    """grpclib's H2Protocol, handed a `_WriteCoalescer` instead of the bare transport."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: asyncio.Protocol) -> None:
+        self._inner = inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(_WriteCoalescer(transport))  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._inner.connection_lost(exc)
+
+
+class GrpcServer(_GrpclibServer):
+    """grpclib's Server, its connections writing through `_WriteCoalescer`."""
+
+    def _protocol_factory(self) -> Any:
+        return _CoalescingProtocol(super()._protocol_factory())

@@ -1,0 +1,30 @@
+"""Imports TensorFlow once, whichever thread asks first.
+
+Importing TensorFlow from two threads at once breaks it (a second thread sees the
+half-initialised package and fails with NameErrors), and both the SavedModel runtime
+(on a load thread) and TF Serving's message classes (any `tensorflow.*_pb2` import
+runs TensorFlow's package init) may be first. Everything that needs TensorFlow goes
+through `import_tensorflow()`, which serialises the first import behind one lock.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+_lock = threading.Lock()
+_tf: Any = None
+
+
+def import_tensorflow() -> Any:
+    """The `tensorflow` module, imported on first call (~1.5 s, ~550 MB)."""
+    global _tf
+    if _tf is None:
+        with _lock:
+            if _tf is None:
+                import tensorflow
+
+                # loader.load is deprecated in TF2 and says so on every load.
+                tensorflow.get_logger().setLevel(logging.ERROR)
+                _tf = tensorflow
+    return _tf
