@@ -10,7 +10,7 @@ first correct predict, polled every 10 ms), idle RSS (VmRSS of the process and i
 children right after start-up), then wrk at 1, 16 and 64 connections. Servers run in
 rounds (A B C A B C ...) and each cell is the median over rounds, so machine noise
 hits every row alike. The in-process row is bench/inprocess.py (session.run, batch 1)
-on core 0. Results: a markdown table on stdout and in bench/RESULTS.md (overwritten),
+on core 0. Results: a markdown table on stdout and in its own section of bench/RESULTS.md (results_md.py),
 followed by edgeserve's target ratios with PASS/FAIL.
 
 A server that cannot start (e.g. edgeserve before it exists) gets a "not available"
@@ -35,6 +35,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+
+from results_md import write_section
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
@@ -625,9 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     report = build_report(args, info, tf_version, rows, unavailable, all_rounds, inproc_rounds,
                           started)
     print(report)
-    with open(args.output, "w") as f:
-        f.write(report)
-    print(f"written to {args.output}", file=sys.stderr)
+    write_section("rest", report, args.output)
+    print(f"written to {args.output} (section rest)", file=sys.stderr)
     return 0
 
 

@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ logging would otherwise print a warning for every refused
     # request; errors still show. A user's own setting wins.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if options.log_level != "debug":
+        # grpclib logs every cancelled or timed-out call at INFO: one line per stream
+        # when a client disconnects. Its warnings and errors still show.
+        logging.getLogger("grpclib").setLevel(logging.WARNING)
     log = logging.getLogger("edgeserve")
     for flag in options.ignored_flags:
         log.info("--%s is ignored: edgeserve runs on the CPU only", flag)

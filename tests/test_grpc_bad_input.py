@@ -454,3 +454,19 @@ def test_silent_connections_do_not_block_others(hpt):
         for sock in silent:
             sock.close()
     assert_still_serving(hpt)
+
+
+def test_long_error_messages_are_cut_as_tf_serving_cuts_them(hpt):
+    # grpc_status_util.cc ToGRPCStatus: at most 1024 characters, then "...TRUNCATED".
+    # (This server takes messages up to 1000 bytes: three long input names fit, and the
+    # size error lists them twice.)
+    names = sorted(c * 200 for c in "abc")
+    request = predict_request("half_plus_two", {n: tensor([[1.0]]) for n in names})
+    error = rpc_error(hpt.prediction.Predict, request, timeout=TIMEOUT)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    joined = ",".join(names)
+    full = (f"input size does not match signature: 3!=1 len({{{joined}}}) != len({{x}}). "
+            f"Sent extra: {{{joined}}}. Missing but required: {{x}}.")
+    assert len(full) > 1024
+    assert error.details() == full[:1024] + "...TRUNCATED"
+    assert_still_serving(hpt)
