@@ -52,23 +52,22 @@ import shlex
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 
+from common import (
+    BENCH_DIR, MODEL_NAME, REPO_ROOT, Processes, descendants, export_model, fmt, free_port, median, rss_mb, tail,
+)
 from results_md import write_section
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
 RESULTS_MD = os.path.join(BENCH_DIR, "RESULTS.md")
 # Hand-written reading of a run (where the time goes, what to change), copied into the
 # report under its own heading so a re-run keeps it; it says which run it describes.
 NOTES_MD = os.path.join(BENCH_DIR, "grpc_notes.md")
 
-MODEL_NAME = "half_plus_two"
 METHOD_PATH = "/tensorflow.serving.PredictionService/Predict"
 INPUT = [[1.0], [2.0], [5.0]]
 EXPECTED = [2.5, 3.0, 4.5]
@@ -94,25 +93,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --------------------------------------------------------------------------- helpers
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
     except OSError:
         return False
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
-    return env
 
 
 def server_command(name: str, grpc_port: int, rest_port: int, model_base: str,
@@ -130,38 +116,6 @@ def server_command(name: str, grpc_port: int, rest_port: int, model_base: str,
     script, _, mode = name.partition("_")  # mode: "", "fast" or "floor"
     cmd = [py, os.path.join(BENCH_DIR, f"baseline_{script}.py"), str(grpc_port), version_dir]
     return cmd + ([mode] if mode else [])
-
-
-def descendants(pid: int) -> list[int]:
-    parent_of: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        parent_of[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [pid], [pid]
-    while frontier:
-        frontier = [c for c, p in parent_of.items() if p in frontier]
-        found += frontier
-    return found
-
-
-def rss_mb(pid: int) -> float:
-    total_kb = 0
-    for p in descendants(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total_kb += int(line.split()[1])
-                        break
-        except OSError:
-            pass
-    return total_kb / 1024
 
 
 def cpu_seconds(pid: int) -> float:
@@ -191,15 +145,6 @@ def core_jiffies(core: str) -> tuple[int, int]:
 def server_pid(proc: subprocess.Popen) -> int:
     """The Python process under `taskset` (taskset execs, so it is proc.pid itself)."""
     return proc.pid
-
-
-def tail(path: str, lines: int = 3) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            text = [l.strip() for l in f.read().splitlines() if l.strip()]
-    except OSError:
-        return ""
-    return " ⏎ ".join(text[-lines:]).replace("|", "/")
 
 
 def machine_info() -> dict:
@@ -373,46 +318,6 @@ def run_h2load(port: int, streams: int, duration: float, body_path: str, workdir
 # --------------------------------------------------------------------------- servers
 
 
-class Processes:
-    """Every subprocess this driver starts; stop_all() ends each by its own pgid."""
-
-    def __init__(self) -> None:
-        self.running: list[subprocess.Popen] = []
-
-    def spawn(self, cmd: list[str], log_path: str) -> subprocess.Popen:
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=child_env(),
-                                    start_new_session=True)
-        self.running.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            self._signal(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._signal(proc, signal.SIGKILL)
-                proc.wait(timeout=5)
-        if proc in self.running:
-            self.running.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in list(self.running):
-            try:
-                self.stop(proc)
-            except Exception as exc:
-                print(f"warning: could not stop pid {proc.pid}: {exc}", file=sys.stderr)
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen, sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)  # its own session: reaches its children, nothing else
-        except ProcessLookupError:
-            pass
-
-
 @dataclass
 class Round:
     startup_s: float | None = None
@@ -514,19 +419,6 @@ def measure_server(procs: Processes, client: Grpc, name: str, model_base: str, w
         return result
     finally:
         procs.stop(running.proc)
-
-
-def export_model(procs: Processes, workdir: str) -> str:
-    base = os.path.join(workdir, "models", MODEL_NAME)
-    log_path = os.path.join(workdir, "export.log")
-    proc = procs.spawn([sys.executable, "-m", "edgeserve.example_model", base], log_path)
-    try:
-        proc.wait(timeout=300)
-    finally:
-        procs.stop(proc)
-    if proc.returncode != 0 or not os.path.exists(os.path.join(base, "1", "saved_model.pb")):
-        raise RuntimeError(f"model export failed: {tail(log_path, 10)}")
-    return base
 
 
 # --------------------------------------------------------------------------- profile
@@ -672,11 +564,6 @@ def profile_server(procs: Processes, client: Grpc, name: str, model_base: str, w
 # --------------------------------------------------------------------------- report
 
 
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def summarize(rounds: list[Round], pick: str = "best") -> dict | None:
     """Per-cell value over rounds: "best" takes, per in-flight level, the round with the
     most calls/s (its latencies and CPU with it); "median" takes each cell's median."""
@@ -699,12 +586,6 @@ def summarize(rounds: list[Round], pick: str = "best") -> dict | None:
             else:
                 row[f"{key}@{m}"] = median(w.get(key) for w in cells)
     return row
-
-
-def fmt(value, digits: int = 0, suffix: str = "") -> str:
-    if value is None:
-        return "—"
-    return f"{value:,.{digits}f}{suffix}"
 
 
 def results_table(rows: dict[str, dict | None]) -> list[str]:
@@ -1007,7 +888,7 @@ def main(argv: list[str] | None = None) -> int:
     print("loading grpcio + tensorflow-serving-api stubs ...", file=sys.stderr)
     client = Grpc()
     info = machine_info()
-    procs = Processes()
+    procs = Processes(stop_timeout=10)
     all_rounds: dict[str, list[Round]] = {name: [] for name in args.servers}
     profiles: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="edgeserve-grpc-bench-") as workdir:

@@ -28,22 +28,20 @@ import platform
 import re
 import shlex
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 
+from common import (
+    BENCH_DIR, MODEL_NAME, REPO_ROOT, Processes, child_env, export_model, fmt, free_port, median, rss_mb, tail,
+)
 from results_md import write_section
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(BENCH_DIR)
 POST_LUA = os.path.join(BENCH_DIR, "post.lua")
 RESULTS_MD = os.path.join(BENCH_DIR, "RESULTS.md")
 
-MODEL_NAME = "half_plus_two"
 PREDICT_PATH = f"/v1/models/{MODEL_NAME}:predict"
 REQUEST_BODY = b'{"instances": [[1.0], [2.0], [5.0]]}'
 EXPECTED = [[2.5], [3.0], [4.5]]
@@ -66,19 +64,6 @@ RSS_SETTLE = 0.5
 # --------------------------------------------------------------------------- helpers
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
-    return env
-
-
 def server_command(name: str, port: int, model_base: str) -> list[str]:
     py = sys.executable
     version_dir = os.path.join(model_base, "1")
@@ -98,40 +83,6 @@ def server_command(name: str, port: int, model_base: str) -> list[str]:
     raise ValueError(name)
 
 
-def descendants(pid: int) -> list[int]:
-    """pid and every process below it (scans /proc once)."""
-    parent_of: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # comm may contain spaces and parentheses: the fields after the last ')' are safe.
-        parent_of[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [pid], [pid]
-    while frontier:
-        frontier = [c for c, p in parent_of.items() if p in frontier]
-        found += frontier
-    return found
-
-
-def rss_mb(pid: int) -> float:
-    total_kb = 0
-    for p in descendants(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total_kb += int(line.split()[1])
-                        break
-        except OSError:
-            pass
-    return total_kb / 1024
-
-
 def predict_once(port: int, timeout: float = 2.0) -> bool:
     """True iff one POST predict answers 200 with the expected predictions."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -144,16 +95,6 @@ def predict_once(port: int, timeout: float = 2.0) -> bool:
         return False
     finally:
         conn.close()
-
-
-def tail(path: str, lines: int = 3) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            text = [l.strip() for l in f.read().splitlines() if l.strip()]
-    except OSError:
-        return ""
-    # Pipes would split a markdown table cell.
-    return " ⏎ ".join(text[-lines:]).replace("|", "/")
 
 
 _UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
@@ -233,49 +174,6 @@ class Server:
     log_path: str
 
 
-class Processes:
-    """Every subprocess this driver starts; stop_all() ends each by its own pid/pgid."""
-
-    def __init__(self) -> None:
-        self.running: list[subprocess.Popen] = []
-
-    def spawn(self, cmd: list[str], log_path: str) -> subprocess.Popen:
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT, env=child_env(), start_new_session=True,
-            )
-        self.running.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            self._signal(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._signal(proc, signal.SIGKILL)
-                proc.wait(timeout=5)
-        if proc in self.running:
-            self.running.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in list(self.running):
-            try:
-                self.stop(proc)
-            except Exception as exc:  # keep stopping the rest
-                print(f"warning: could not stop pid {proc.pid}: {exc}", file=sys.stderr)
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen, sig: int) -> None:
-        # start_new_session=True made the child the leader of its own process group
-        # (pgid == its pid), so this reaches its children and nothing else.
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
-
 @dataclass
 class Round:
     """One server's measurements in one round (None where unavailable)."""
@@ -348,25 +246,7 @@ def measure_inprocess(procs: Processes, model_base: str, workdir: str, args,
         return json.loads(f.read().strip().splitlines()[-1])
 
 
-def export_model(procs: Processes, workdir: str) -> str:
-    base = os.path.join(workdir, "models", MODEL_NAME)
-    log_path = os.path.join(workdir, "export.log")
-    proc = procs.spawn([sys.executable, "-m", "edgeserve.example_model", base], log_path)
-    try:
-        proc.wait(timeout=300)
-    finally:
-        procs.stop(proc)
-    if proc.returncode != 0 or not os.path.exists(os.path.join(base, "1", "saved_model.pb")):
-        raise RuntimeError(f"model export failed: {tail(log_path, 10)}")
-    return base
-
-
 # --------------------------------------------------------------------------- report
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
 
 
 def summarize(rounds: list[Round]) -> dict | None:
@@ -381,12 +261,6 @@ def summarize(rounds: list[Round]) -> dict | None:
         for key in ("rps", "p50_us", "p99_us"):
             row[f"{key}@{c}"] = median(w[key] for w in cells)
     return row
-
-
-def fmt(value, digits: int = 0, suffix: str = "") -> str:
-    if value is None:
-        return "—"
-    return f"{value:,.{digits}f}{suffix}"
 
 
 def results_table(rows: dict[str, dict | None]) -> list[str]:
