@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -150,10 +150,25 @@ def check_output_filter(signature: SignatureSpec, output_filter: Sequence[str]) 
 
 
 class Api:
-    def __init__(self, manager: Manager, run_executor: Executor, *, inline_threshold_seconds: float) -> None:
+    def __init__(
+        self,
+        manager: Manager,
+        run_executor: Executor,
+        *,
+        inline_threshold_seconds: float,
+        reload_config: Callable[[object], Awaitable[None]] | None = None,
+    ) -> None:
         self.manager = manager
         self._run_executor = run_executor
         self._inline_threshold = inline_threshold_seconds
+        self._reload_config = reload_config
+
+    async def reload_config(self, model_server_config: object) -> None:
+        """HandleReloadConfigRequest: the sent ModelServerConfig replaces the one in force
+        (ServerCore checks and applies it; raises ServingError when it is refused)."""
+        if self._reload_config is None:
+            raise ServingError(StatusCode.UNIMPLEMENTED, "This server cannot reload its model config")
+        await self._reload_config(model_server_config)
 
     async def offload(self, fn: Callable, *args):
         """Runs CPU-heavy translation work (big tensors to or from JSON) off the loop."""

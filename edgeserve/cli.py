@@ -57,9 +57,6 @@ NOT_SUPPORTED_YET: dict[str, str] = {
     "enable_batching": "batching",
     "batching_parameters_file": "batching",
     "enable_per_model_batching_parameters": "batching",
-    "model_config_file": "model config file",
-    "model_config_file_poll_wait_seconds": "model config file",
-    "allow_version_labels_for_unavailable_models": "model config file",
     "monitoring_config_file": "monitoring",
     "use_alts_credentials": "gRPC credentials",
     "prefer_tflite_model": "TFLite",
@@ -244,6 +241,11 @@ _EDGESERVE_FLAGS: tuple[FlagSpec, ...] = (
     _f("log_level", "string", "info",
        "Least severe log level written: " + ", ".join(LOG_LEVELS) + ".",
        edgeserve=True, choices=LOG_LEVELS),
+    _f("model_repository", "string", "",
+       "Serve every sub-folder of this folder as a model named after it "
+       "(latest version); folders are picked up and dropped on each poll. "
+       "Combines with --model_config_file, whose entries win.",
+       edgeserve=True),
 )
 
 FLAGS: tuple[FlagSpec, ...] = _TF_FLAGS + _EDGESERVE_FLAGS
@@ -335,6 +337,7 @@ class Options:
     shutdown_grace_period_seconds: float = _default(
         "shutdown_grace_period_seconds")
     log_level: str = _default("log_level")
+    model_repository: str = _default("model_repository")
 
     # --- what the command line said, for the server's log ---
     # Flags given that this CPU build ignores (IGNORED_ON_CPU), in argv order.

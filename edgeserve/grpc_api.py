@@ -305,11 +305,10 @@ class ModelService(_Service):
         return response
 
     async def handle_reload_config_request(self, request: Any, _timeout_ms: int) -> Any:
-        raise ServingError(
-            StatusCode.UNIMPLEMENTED,
-            "HandleReloadConfigRequest is not implemented yet: edgeserve serves one model "
-            "from --model_name/--model_base_path until model config files are supported",
-        )
+        await self.api.reload_config(request.config)
+        response = pb.ReloadConfigResponse()
+        response.status.SetInParent()  # OK, present as TF Serving sends it
+        return response
 
 
 # ---- transport: one socket write per loop iteration --------------------------------

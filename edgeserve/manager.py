@@ -280,6 +280,25 @@ class Manager:
     def model_names(self) -> list[str]:
         return sorted(self._models)
 
+    def version_available(self, name: str, version: int) -> bool:
+        model = self._models.get(name)
+        ver = model.versions.get(version) if model is not None else None
+        return ver is not None and ver.state == ManagerState.AVAILABLE
+
+    def label_version(self, name: str, label: str) -> int | None:
+        """The version `label` points at for `name`, or None."""
+        model = self._models.get(name)
+        return None if model is None else model.labels.get(label)
+
+    def set_labels(self, name: str, labels: dict[str, int]) -> None:
+        """Replaces a model's version labels (checked by the caller against the rules).
+        A request that resolved a label keeps the version it took; the next one sees
+        the new map."""
+        model = self._models.get(name)
+        if model is None:
+            model = self._models[name] = _Model(name)
+        model.labels = dict(labels)
+
     def is_available(self, name: str) -> bool | None:
         """Whether `name` has an AVAILABLE version; None for a model never heard of."""
         model = self._models.get(name)

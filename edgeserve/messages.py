@@ -28,6 +28,7 @@ from tensorflow_serving.apis import (
 # Imported for their service descriptors: server reflection looks the services
 # up in the default descriptor pool.
 from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
+from tensorflow_serving.config import model_server_config_pb2; ModelServerConfig = model_server_config_pb2.ModelServerConfig  # noqa: E702
 
 SERVICE_FILES = (model_service_pb2.DESCRIPTOR, prediction_service_pb2.DESCRIPTOR)
 

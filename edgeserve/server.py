@@ -24,7 +24,9 @@ from .cli import Options
 from .manager import Manager
 from .rest_api import HttpProtocol, Limits, RestApi
 from .runtimes.savedmodel import SavedModelLoader
-from .sources import AspiredVersion, FileSystemSource
+from .sources import AspiredVersion
+from .config import ConfigError, single_model
+from .core import ServerCore
 
 log = logging.getLogger("edgeserve.server")
 
@@ -37,7 +39,7 @@ class Server:
         self._stop_requested: asyncio.Event | None = None
         self._connections: set[HttpProtocol] = set()
         self._listeners: list[asyncio.AbstractServer] = []
-        self._sources: list[FileSystemSource] = []
+        self.core: ServerCore | None = None
         self._tasks: list[asyncio.Task] = []
         cpus = len(os.sched_getaffinity(0))
         # num_load_threads=0 means loads run one at a time in TF Serving too; on a
@@ -66,6 +68,7 @@ class Server:
         self._stop_requested = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self.manager = Manager(
             self._loader,
             load_executor=self._load_executor,
@@ -73,31 +76,28 @@ class Server:
             max_num_load_retries=options.max_num_load_retries,
             load_retry_interval_seconds=options.load_retry_interval_micros / 1e6,
         )
-        log.info(
-            "Building single TensorFlow model file config: model_name: %s model_base_path: %s",
-            options.model_name, options.model_base_path,
+        self.core = ServerCore(
+            self.manager,
+            file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
+            allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
+            model_config_file=options.model_config_file,
+            model_repository=options.model_repository,
         )
-        source = FileSystemSource(
-            options.model_name,
-            options.model_base_path,
-            self.manager.set_aspired_versions,
-            poll_wait_seconds=options.file_system_poll_wait_seconds,
-        )
-        self._sources.append(source)
         grpc_import = None
         if options.port or options.grpc_socket_path:
             # TF Serving's message classes import TensorFlow (~1.5 s): on a thread,
             # while the first versions load.
             grpc_import = loop.run_in_executor(None, importlib.import_module, "edgeserve.grpc_api")
-        await source.poll_once()  # the first poll before ports open, as TF Serving
-        await self.manager.wait_until_settled()
-        if options.file_system_poll_wait_seconds > 0:
-            source.poll_wait_seconds = options.file_system_poll_wait_seconds
-            self._tasks.append(loop.create_task(self._poll_later(source)))
+        try:
+            # The first poll and loads come before the ports open, as in TF Serving.
+            await self._load_initial_config()
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
         api = Api(
             self.manager,
             self._run_executor,
             inline_threshold_seconds=options.inline_run_threshold_micros / 1e6,
+            reload_config=self.core.reload_from_message,
         )
         if grpc_import is not None:
             await self._start_grpc(await grpc_import, api)
@@ -123,6 +123,7 @@ class Server:
             self._listeners.append(listener)
             self._tasks.append(loop.create_task(self._sweep()))
             log.info("Exporting HTTP/REST API at:%s:%d ...", options.bind_address, options.rest_api_port)
+        self.core.start_polling(options.model_config_file_poll_wait_seconds)
 
     async def _start_grpc(self, grpc_api: Any, api: Api) -> None:
         """Both gRPC services (+ health, reflection) on --port and/or --grpc_socket_path."""
@@ -172,9 +173,29 @@ class Server:
             return True
         return self._grpc_calls is not None and self._grpc_calls.active > 0
 
-    async def _poll_later(self, source: FileSystemSource) -> None:
-        await asyncio.sleep(source.poll_wait_seconds)
-        source.start()
+    async def _load_initial_config(self) -> None:
+        options = self.options
+        file_text = None
+        if options.model_config_file:
+            file_text, config = await self.core.read_config_file()
+            log.info("Loading model config file %s: %d model(s)", options.model_config_file, len(config.models))
+        elif options.model_base_path:
+            log.info(
+                "Building single TensorFlow model file config: model_name: %s model_base_path: %s",
+                options.model_name, options.model_base_path,
+            )
+            config = single_model(options.model_name, options.model_base_path)
+        else:
+            config = None  # --model_repository only
+        await self.core.load_initial_config(config, file_text)
+
+    def _on_sighup(self) -> None:
+        if not self.options.model_config_file and not self.options.model_repository:
+            log.warning("SIGHUP: there is no --model_config_file to re-read")
+            return
+        log.info("SIGHUP: re-reading the model config")
+        task = asyncio.get_running_loop().create_task(self.core.reload_on_signal())
+        self._tasks.append(task)
 
     async def _sweep(self) -> None:
         while True:
@@ -228,8 +249,8 @@ class Server:
                 pass
         for task in self._tasks:
             task.cancel()
-        for source in self._sources:
-            await source.stop()
+        if self.core is not None:
+            await self.core.stop()
         if self.manager is not None:
             remaining = max(0.1, grace - (time.monotonic() - started))
             try:
@@ -281,10 +302,20 @@ async def serve(options: Options) -> int:
 
 
 def run(options: Options) -> int:
-    if not options.model_base_path and not options.model_config_file:
+    if not options.model_base_path and not options.model_config_file and not options.model_repository:
         print(
             "edgeserve: Both server_options.model_base_path and server_options.model_config_file "
-            "are empty! (give --model_base_path=/models/<name>)",
+            "are empty! (give --model_base_path=/models/<name>, --model_config_file or "
+            "--model_repository)",
+            file=sys.stderr,
+        )
+        return 2
+    if options.model_config_file and (
+        options.model_base_path or "model_name" in options.given_flags
+    ):
+        print(
+            "edgeserve: --model_config_file cannot be combined with --model_name/--model_base_path "
+            "(the config file names the models)",
             file=sys.stderr,
         )
         return 2

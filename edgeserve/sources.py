@@ -142,7 +142,9 @@ class FileSystemSource:
             self._last_error = None
         self._callback(self.name, versions)
 
-    async def _run(self) -> None:
+    async def _run(self, delay: float = 0.0) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
         while True:
             await self.poll_once()
             if self.poll_wait_seconds <= 0:
@@ -150,8 +152,12 @@ class FileSystemSource:
             await asyncio.sleep(self.poll_wait_seconds)
 
     def start(self) -> None:
+        self.start_after(0.0)
+
+    def start_after(self, delay: float) -> None:
+        """Polls on, every poll_wait_seconds, the first time after `delay` seconds."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = asyncio.get_running_loop().create_task(self._run(delay))
 
     async def stop(self) -> None:
         if self._task is not None:

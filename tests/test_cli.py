@@ -79,6 +79,7 @@ EDGESERVE_DEFAULTS = {
     "inline_run_threshold_micros": 1000,
     "shutdown_grace_period_seconds": 10.0,
     "log_level": "info",
+    "model_repository": "",
 }
 
 
@@ -481,9 +482,7 @@ def test_later_flag_with_its_default_value_is_accepted(name):
 def test_the_not_supported_yet_table_is_the_one_the_brief_lists():
     assert set(NOT_SUPPORTED_YET) == {
         "enable_batching", "batching_parameters_file",
-        "enable_per_model_batching_parameters", "model_config_file",
-        "model_config_file_poll_wait_seconds",
-        "allow_version_labels_for_unavailable_models", "monitoring_config_file",
+        "enable_per_model_batching_parameters", "monitoring_config_file",
         "prefer_tflite_model", "num_tflite_pools",
         "num_tflite_interpreters_per_pool",
         "platform_config_file", "tensorflow_session_config_file",

@@ -560,16 +560,19 @@ def test_model_status_errors(api):
         assert (error.code(), error.details()) == (code, message), request
 
 
-def test_handle_reload_config_request_is_unimplemented(api):
+def test_handle_reload_config_request_refuses_a_bad_config_whole(api):
     from tensorflow_serving.apis import model_management_pb2
 
     served_ = api("half_plus_two")
     request = model_management_pb2.ReloadConfigRequest()
-    config = request.config.model_config_list.config.add()
-    config.name = "half_plus_two"
-    config.base_path = "/nonexistent"
+    for _ in range(2):  # the same name twice: server_core.cc's ValidateModelConfigList
+        config = request.config.model_config_list.config.add()
+        config.name = "half_plus_two"
+        config.base_path = "/nonexistent"
+        config.model_platform = "tensorflow"
     error = rpc_error(served_.model.HandleReloadConfigRequest, request)
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "Illegal to list model half_plus_two multiple times in config list"
     # Nothing changed: the model is still served.
     response = served_.prediction.Predict(predict_request("half_plus_two", {"x": tensor([[2.0]])}), timeout=TIMEOUT)
     assert list(response.outputs["y"].float_val) == [3.0]

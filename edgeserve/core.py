@@ -1,0 +1,259 @@
+"""ServerCore: the model config in force, and how a new one is applied.
+
+Named after TF Serving's ServerCore, whose ReloadConfig this mirrors: one code path for
+the start-up config, the config file's polls, SIGHUP and HandleReloadConfigRequest.
+A new config is checked whole first (its parse, its platforms, its labels against the
+versions serving now) and rejected whole if anything is wrong; then it is diffed
+against the old one: new models get a source, removed models lose theirs and are
+unloaded once their requests finish, changed base paths or policies are re-polled at
+once, unchanged models are left alone, labels are swapped in one step. The sources
+and the manager do the rest. `--model_repository` adds every sub-folder of a folder as
+a model with the default policy; entries of the config file win over it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import aiofiles
+
+from .config import (
+    ConfigError,
+    ModelConfig,
+    ServerConfig,
+    check_labels,
+    check_transition,
+    from_reload_config_request,
+    parse_config_text,
+)
+from .manager import Manager
+from .sources import FileSystemSource, VersionPolicy, parse_version
+
+log = logging.getLogger("edgeserve.core")
+
+
+class ServerCore:
+    def __init__(
+        self,
+        manager: Manager,
+        *,
+        file_system_poll_wait_seconds: float,
+        allow_version_labels_for_unavailable_models: bool = False,
+        model_config_file: str = "",
+        model_repository: str = "",
+    ) -> None:
+        self.manager = manager
+        self.poll_wait_seconds = file_system_poll_wait_seconds
+        self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
+        self.model_config_file = model_config_file
+        self.model_repository = model_repository
+        self.config: ServerConfig | None = None  # the config given (file, flags or gRPC)
+        self._applied: dict[str, ModelConfig] = {}  # what the sources serve, repository included
+        self._sources: dict[str, FileSystemSource] = {}
+        self._repository_models: tuple[str, ...] = ()
+        self._file_text: str | None = None  # the config file's text last applied
+        self._refused_text: str | None = None  # and the last text refused (logged once)
+        self._lock = asyncio.Lock()  # one reload at a time
+        self._polling = False
+        self._tasks: list[asyncio.Task] = []
+
+    # ---- reading configs ----------------------------------------------------------
+
+    async def read_config_file(self) -> tuple[str, ServerConfig]:
+        """The config file, read whole and parsed; ConfigError when it cannot be used."""
+        text = await self._read_config_text()
+        return text, self._parse_config_text(text)
+
+    async def _read_config_text(self) -> str:
+        path = self.model_config_file
+        try:
+            async with aiofiles.open(path, "r", encoding="utf-8") as f:
+                return await f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Cannot read --model_config_file {path}: {exc}") from None
+
+    def _parse_config_text(self, text: str) -> ServerConfig:
+        # An empty file is refused: a file caught half-written must never mean "no models".
+        if not text.strip():
+            raise ConfigError(f"--model_config_file {self.model_config_file} is empty")
+        return parse_config_text(text, self.model_config_file, previous=self.config)
+
+    def _repository_configs(self) -> dict[str, ModelConfig]:
+        """Every sub-folder of --model_repository that is not itself a version folder."""
+        configs: dict[str, ModelConfig] = {}
+        for name in self._repository_models:
+            configs[name] = ModelConfig(
+                name=name,
+                base_path=os.path.join(self.model_repository, name),
+                platform="tensorflow",
+                version_policy=VersionPolicy(),
+                version_labels=(),
+            )
+        return configs
+
+    def _effective(self, config: ServerConfig | None) -> dict[str, ModelConfig]:
+        models = self._repository_configs()
+        if config is not None:
+            models.update({m.name: m for m in config.models})  # the file's entries win
+        return models
+
+    # ---- applying -------------------------------------------------------------------
+
+    async def apply(self, config: ServerConfig | None, *, first: bool = False) -> None:
+        """Makes `config` the one in force (None: repository only); ConfigError leaves
+        the old one untouched. The first config's labels are set once its first loads
+        are done (TF Serving refuses labels on versions that have not loaded yet)."""
+        async with self._lock:
+            if self.config is not None and config is not None:
+                check_transition(self.config, config)
+            if not first and config is not None:
+                self._check_labels(config)
+            await self._apply_models(self._effective(config))
+            self.config = config
+            if first:
+                await self.manager.wait_until_settled()
+                if config is not None:
+                    self._check_labels(config)
+            self._set_labels()
+
+    def _check_labels(self, config: ServerConfig) -> None:
+        check_labels(
+            config,
+            self.manager.version_available,
+            self.manager.label_version,
+            self.allow_unavailable_labels,
+        )
+
+    def _set_labels(self) -> None:
+        configured = {m.name: dict(m.version_labels) for m in (self.config.models if self.config else ())}
+        for name in set(self.manager.model_names()) | set(configured):
+            self.manager.set_labels(name, configured.get(name, {}))
+
+    async def _apply_models(self, wanted: dict[str, ModelConfig]) -> None:
+        polls = []
+        for name, model in wanted.items():
+            old = self._applied.get(name)
+            source = self._sources.get(name)
+            if source is None:
+                log.info("Adding model %s from %s", name, model.base_path)
+                source = FileSystemSource(
+                    name, model.base_path, self.manager.set_aspired_versions,
+                    policy=model.version_policy, poll_wait_seconds=self.poll_wait_seconds,
+                )
+                self._sources[name] = source
+                polls.append(self._first_poll(source))
+            elif old is None or (old.base_path, old.version_policy) != (model.base_path, model.version_policy):
+                log.info("Updating model %s: base path %s, policy %s", name, model.base_path, model.version_policy)
+                source.base_path, source.policy = model.base_path, model.version_policy
+                polls.append(source.poll_once())
+        for name in set(self._applied) - set(wanted):
+            log.info("Removing model %s: its versions unload once their requests finish", name)
+            source = self._sources.pop(name)
+            await source.stop()
+            self.manager.set_aspired_versions(name, [])
+        self._applied = dict(wanted)
+        if polls:
+            await asyncio.gather(*polls)
+
+    async def _first_poll(self, source: FileSystemSource) -> None:
+        await source.poll_once()
+        if self._polling and self.poll_wait_seconds > 0:
+            source.start_after(self.poll_wait_seconds)
+
+    # ---- the three ways in: file polls, SIGHUP, gRPC ----------------------------------
+
+    async def reload_config_file(self, *, only_if_changed: bool = False) -> bool:
+        """Re-reads --model_config_file and applies it; False (logged) when refused."""
+        text = None
+        try:
+            text = await self._read_config_text()
+            if only_if_changed and text in (self._file_text, self._refused_text):
+                return text == self._file_text  # said once already, either way
+            config = self._parse_config_text(text)
+            await self.apply(config)
+        except ConfigError as exc:
+            log.error("Model config reload refused; the config in force stays: %s", exc)
+            self._refused_text = text
+            return False
+        self._file_text, self._refused_text = text, None
+        log.info("Model config reloaded from %s (%d models)", self.model_config_file, len(config.models))
+        return True
+
+    async def reload_on_signal(self) -> None:
+        """SIGHUP: the config file (when there is one) and the repository, at once."""
+        if self.model_repository:
+            found = await self._scan_repository()
+            if found is not None:
+                self._repository_models = found
+        if self.model_config_file:
+            await self.reload_config_file()
+        else:
+            async with self._lock:
+                await self._apply_models(self._effective(self.config))
+                self._set_labels()
+
+    async def reload_from_message(self, message) -> None:
+        """HandleReloadConfigRequest: the ModelServerConfig a client sent replaces the one
+        in force; ServingError (TF Serving's code and text) when refused."""
+        try:
+            config = from_reload_config_request(message, previous=self.config)
+            await self.apply(config)
+        except ConfigError as exc:
+            log.error("ReloadConfig failed: %s", exc)
+            raise
+        log.info("Model config replaced by HandleReloadConfigRequest (%d models)", len(config.models))
+
+    async def load_initial_config(self, config: ServerConfig | None, file_text: str | None = None) -> None:
+        if self.model_repository:
+            self._repository_models = await self._scan_repository() or ()
+        self._file_text = file_text
+        await self.apply(config, first=True)
+
+    def start_polling(self, config_file_poll_wait_seconds: int) -> None:
+        """After start-up: sources poll on; the config file and repository are watched."""
+        self._polling = True
+        if self.poll_wait_seconds > 0:
+            for source in self._sources.values():
+                source.start_after(self.poll_wait_seconds)
+        loop = asyncio.get_running_loop()
+        if self.model_config_file and config_file_poll_wait_seconds > 0:
+            self._tasks.append(loop.create_task(self._poll_config_file(config_file_poll_wait_seconds)))
+        if self.model_repository and self.poll_wait_seconds > 0:
+            self._tasks.append(loop.create_task(self._poll_repository()))
+
+    async def _poll_config_file(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await self.reload_config_file(only_if_changed=True)
+
+    async def _scan_repository(self) -> tuple[str, ...] | None:
+        def scan() -> tuple[str, ...]:
+            return tuple(sorted(
+                entry.name for entry in os.scandir(self.model_repository)
+                if entry.is_dir() and not entry.name.startswith(".") and parse_version(entry.name) is None
+            ))
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, scan)
+        except OSError as exc:
+            log.error("Cannot list --model_repository %s: %s", self.model_repository, exc)
+            return None
+
+    async def _poll_repository(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_wait_seconds)
+            found = await self._scan_repository()
+            if found is None or found == self._repository_models:
+                continue  # unreadable: keep serving what is there
+            log.info("Model repository %s now holds: %s", self.model_repository, ", ".join(found) or "nothing")
+            async with self._lock:
+                self._repository_models = found
+                await self._apply_models(self._effective(self.config))
+                self._set_labels()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for source in self._sources.values():
+            await source.stop()
