@@ -27,6 +27,7 @@ from .config import (
     from_reload_config_request,
     parse_config_text,
 )
+from .errors import ServingError, StatusCode
 from .manager import Manager
 from .sources import FileSystemSource, VersionPolicy, parse_version
 
@@ -100,22 +101,53 @@ class ServerCore:
 
     # ---- applying -------------------------------------------------------------------
 
-    async def apply(self, config: ServerConfig | None, *, first: bool = False) -> None:
+    async def apply(self, config: ServerConfig | None, *, first: bool = False) -> str | None:
         """Makes `config` the one in force (None: repository only); ConfigError leaves
         the old one untouched. The first config's labels are set once its first loads
-        are done (TF Serving refuses labels on versions that have not loaded yet)."""
+        are done (TF Serving refuses labels on versions that have not loaded yet).
+
+        Returns once the models it adds have had their first load attempt, as TF
+        Serving's ReloadConfig waits for them: None when all are available, else TF
+        Serving's "N model(s) did not become available: {...}" text (the config is in
+        force either way)."""
         async with self._lock:
             if self.config is not None and config is not None:
                 check_transition(self.config, config)
             if not first and config is not None:
                 self._check_labels(config)
-            await self._apply_models(self._effective(config))
-            self.config = config
+            previous, self.config = self.config, config
+            if not first:
+                # Labels move first: they point at versions serving now, and a version
+                # the new config drops may start unloading while the models change.
+                self._set_labels()
+            try:
+                added = await self._apply_models(self._effective(config))
+            except BaseException:
+                self.config = previous
+                raise
+            await self.manager.wait_until_settled()
             if first:
-                await self.manager.wait_until_settled()
                 if config is not None:
                     self._check_labels(config)
-            self._set_labels()
+                self._set_labels()
+                return None
+            return self._unavailable(added)
+
+    def _unavailable(self, names: list[str]) -> str | None:
+        missing = [name for name in names if not self.manager.is_available(name)]
+        if not missing:
+            return None
+        parts = []
+        for name in missing:
+            try:
+                statuses = self.manager.status(name)
+            except ServingError:  # no version folder found at all
+                parts.append(f"{{name: {name}}} due to error: no versions found under its base path")
+                continue
+            for status in statuses:
+                error = f" due to error: {status.error.message}" if status.error else ""
+                parts.append(f"{{name: {name} version: {status.version}}}{error}")
+        return f"{len(missing)} model(s) did not become available: {{" + "".join(p + ", " for p in parts) + "}"
 
     def _check_labels(self, config: ServerConfig) -> None:
         check_labels(
@@ -130,8 +162,10 @@ class ServerCore:
         for name in set(self.manager.model_names()) | set(configured):
             self.manager.set_labels(name, configured.get(name, {}))
 
-    async def _apply_models(self, wanted: dict[str, ModelConfig]) -> None:
+    async def _apply_models(self, wanted: dict[str, ModelConfig]) -> list[str]:
+        """Diffs `wanted` against the models served and carries it out; the names added."""
         polls = []
+        added = []
         for name, model in wanted.items():
             old = self._applied.get(name)
             source = self._sources.get(name)
@@ -142,6 +176,7 @@ class ServerCore:
                     policy=model.version_policy, poll_wait_seconds=self.poll_wait_seconds,
                 )
                 self._sources[name] = source
+                added.append(name)
                 polls.append(self._first_poll(source))
             elif old is None or (old.base_path, old.version_policy) != (model.base_path, model.version_policy):
                 log.info("Updating model %s: base path %s, policy %s", name, model.base_path, model.version_policy)
@@ -155,6 +190,7 @@ class ServerCore:
         self._applied = dict(wanted)
         if polls:
             await asyncio.gather(*polls)
+        return added
 
     async def _first_poll(self, source: FileSystemSource) -> None:
         await source.poll_once()
@@ -171,12 +207,14 @@ class ServerCore:
             if only_if_changed and text in (self._file_text, self._refused_text):
                 return text == self._file_text  # said once already, either way
             config = self._parse_config_text(text)
-            await self.apply(config)
+            unavailable = await self.apply(config)
         except ConfigError as exc:
             log.error("Model config reload refused; the config in force stays: %s", exc)
             self._refused_text = text
             return False
         self._file_text, self._refused_text = text, None
+        if unavailable:
+            log.error("Model config from %s is in force, but %s", self.model_config_file, unavailable)
         log.info("Model config reloaded from %s (%d models)", self.model_config_file, len(config.models))
         return True
 
@@ -198,10 +236,13 @@ class ServerCore:
         in force; ServingError (TF Serving's code and text) when refused."""
         try:
             config = from_reload_config_request(message, previous=self.config)
-            await self.apply(config)
+            unavailable = await self.apply(config)
         except ConfigError as exc:
             log.error("ReloadConfig failed: %s", exc)
             raise
+        if unavailable:
+            log.error("ReloadConfig: the new config is in force, but %s", unavailable)
+            raise ServingError(StatusCode.UNKNOWN, unavailable)
         log.info("Model config replaced by HandleReloadConfigRequest (%d models)", len(config.models))
 
     async def load_initial_config(self, config: ServerConfig | None, file_text: str | None = None) -> None:
