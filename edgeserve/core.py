@@ -54,7 +54,8 @@ class ServerCore:
         self._sources: dict[str, FileSystemSource] = {}
         self._repository_models: tuple[str, ...] = ()
         self._file_text: str | None = None  # the config file's text last applied
-        self._refused_text: str | None = None  # and the last text refused (logged once)
+        self._refused_text: str | None = None  # and the last text refused
+        self._refusal: str | None = None  # why, logged once while it lasts
         self._lock = asyncio.Lock()  # one reload at a time
         self._polling = False
         self._tasks: list[asyncio.Task] = []
@@ -209,10 +210,11 @@ class ServerCore:
             config = self._parse_config_text(text)
             unavailable = await self.apply(config)
         except ConfigError as exc:
-            log.error("Model config reload refused; the config in force stays: %s", exc)
-            self._refused_text = text
+            if not only_if_changed or exc.message != self._refusal:  # polls say it once
+                log.error("Model config reload refused; the config in force stays: %s", exc)
+            self._refused_text, self._refusal = text, exc.message
             return False
-        self._file_text, self._refused_text = text, None
+        self._file_text, self._refused_text, self._refusal = text, None, None
         if unavailable:
             log.error("Model config from %s is in force, but %s", self.model_config_file, unavailable)
         log.info("Model config reloaded from %s (%d models)", self.model_config_file, len(config.models))
