@@ -223,15 +223,9 @@ class ServerCore:
     async def reload_on_signal(self) -> None:
         """SIGHUP: the config file (when there is one) and the repository, at once."""
         if self.model_repository:
-            found = await self._scan_repository()
-            if found is not None:
-                self._repository_models = found
+            await self._rescan_repository()
         if self.model_config_file:
             await self.reload_config_file()
-        else:
-            async with self._lock:
-                await self._apply_models(self._effective(self.config))
-                self._set_labels()
 
     async def reload_from_message(self, message) -> None:
         """HandleReloadConfigRequest: the ModelServerConfig a client sent replaces the one
@@ -286,14 +280,18 @@ class ServerCore:
     async def _poll_repository(self) -> None:
         while True:
             await asyncio.sleep(self.poll_wait_seconds)
-            found = await self._scan_repository()
-            if found is None or found == self._repository_models:
-                continue  # unreadable: keep serving what is there
-            log.info("Model repository %s now holds: %s", self.model_repository, ", ".join(found) or "nothing")
-            async with self._lock:
-                self._repository_models = found
-                await self._apply_models(self._effective(self.config))
-                self._set_labels()
+            await self._rescan_repository()
+
+    async def _rescan_repository(self) -> None:
+        """Adds and drops repository models after their folders came or went."""
+        found = await self._scan_repository()
+        if found is None or found == self._repository_models:
+            return  # unreadable: keep serving what is there
+        log.info("Model repository %s now holds: %s", self.model_repository, ", ".join(found) or "nothing")
+        async with self._lock:
+            self._repository_models = found
+            await self._apply_models(self._effective(self.config))
+            self._set_labels()
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -679,3 +679,19 @@ def test_model_repository_with_a_config_file_whose_entries_win(
     assert rpc.predict("two", label="stable") == (PLUS2, 123)
     assert rest_version_states(client, "two") == {123: "AVAILABLE", 124: "AVAILABLE"}
     assert set(listed_models(client)) == {"alpha", "two"}
+
+
+def test_a_config_file_that_disappears_keeps_the_config_in_force(start_server, model_store, tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text(config_text(model_entry("steady", model_store / "half_plus_two")))
+    server = start_server([f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"])
+    client = server.client()
+    config.unlink()
+    server.wait_for(lambda: "Cannot read --model_config_file" in server.log(), timeout=30)
+    time.sleep(2.5)  # more polls of the missing file
+    assert rest_predict(client, "steady") == (200, PLUS2)
+    assert server.log().count("Cannot read --model_config_file") == 1  # said once, not every poll
+    # Back with a change: applied on the next poll.
+    config.write_text(config_text(model_entry("steady", model_store / "half_plus_two"),
+                                  model_entry("three", model_store / "half_plus_two_v2")))
+    server.wait_for(lambda: rest_predict(client, "three") == (200, PLUS3), timeout=30)
