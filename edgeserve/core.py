@@ -116,6 +116,7 @@ class ServerCore:
                 check_transition(self.config, config)
             if not first and config is not None:
                 self._check_labels(config)
+                await self._check_new_base_paths(config)
             previous, self.config = self.config, config
             if not first:
                 # Labels move first: they point at versions serving now, and a version
@@ -149,6 +150,30 @@ class ServerCore:
                 error = f" due to error: {status.error.message}" if status.error else ""
                 parts.append(f"{{name: {name} version: {status.version}}}{error}")
         return f"{len(missing)} model(s) did not become available: {{" + "".join(p + ", " for p in parts) + "}"
+
+    async def _check_new_base_paths(self, config: ServerConfig) -> None:
+        """A reload that points a model at a folder that is not there (a typo, a copy not
+        made yet) is refused whole; at start-up such a model is just polled until it
+        appears, as in TF Serving. Unchanged models are not checked: a base path that
+        is briefly unreadable must not block every other change."""
+        fresh = [
+            m for m in config.models
+            if (old := self._applied.get(m.name)) is None or old.base_path != m.base_path
+        ]
+
+        def problems() -> list[str]:
+            found = []
+            for model in fresh:
+                if not os.path.isdir(model.base_path):
+                    found.append(f"Could not find base path {model.base_path} for servable {model.name}")
+                elif not os.access(model.base_path, os.R_OK | os.X_OK):
+                    found.append(f"Cannot read base path {model.base_path} for servable {model.name}")
+            return found
+
+        if fresh:
+            found = await asyncio.get_running_loop().run_in_executor(None, problems)
+            if found:
+                raise ConfigError("; ".join(found))
 
     def _check_labels(self, config: ServerConfig) -> None:
         check_labels(

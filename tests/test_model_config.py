@@ -695,3 +695,21 @@ def test_a_config_file_that_disappears_keeps_the_config_in_force(start_server, m
     config.write_text(config_text(model_entry("steady", model_store / "half_plus_two"),
                                   model_entry("three", model_store / "half_plus_two_v2")))
     server.wait_for(lambda: rest_predict(client, "three") == (200, PLUS3), timeout=30)
+
+
+def test_a_reload_to_a_missing_base_path_is_refused_whole(start_server, model_store, tmp_path, grpc_to):
+    config = tmp_path / "models.config"
+    config.write_text(config_text(model_entry("steady", model_store / "half_plus_two")))
+    server = start_server([f"--model_config_file={config}"])
+    client = server.client()
+    rpc = grpc_to(server)
+    missing = tmp_path / "not_copied_yet"
+    error = rpc.reload_error(config_text(
+        model_entry("steady", model_store / "half_plus_two_v2"),  # a change that would be fine
+        model_entry("typo", missing),
+    ))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == f"Could not find base path {missing} for servable typo"
+    # Nothing of it was applied: "steady" still serves version 1 (0.5x + 2).
+    assert rest_predict(client, "steady") == (200, PLUS2)
+    assert "typo" not in listed_models(client)
