@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
+from . import memory
 from .errors import ServingError, internal, invalid_argument, not_found
 from .policy import VersionView, next_action
 from .servable import Loader, ManagerState, Servable, ServableId
@@ -224,6 +225,8 @@ class Manager:
                     await loop.run_in_executor(self._unload_executor, servable.close)
                 except Exception as exc:  # logged; the version is gone either way
                     log.error("Unloading servable version %s raised: %s", ver.id, exc)
+                servable = None  # the last reference: what it held can be freed now
+                await loop.run_in_executor(self._unload_executor, memory.release)
             ver.state = ManagerState.END
             log.info("Unloaded servable version %s in %.2fs", ver.id, time.monotonic() - started)
         finally:
