@@ -65,7 +65,6 @@ NOT_SUPPORTED_YET: dict[str, str] = {
     "platform_config_file": "platform config",
     "tensorflow_session_config_file": "session config",
     "thread_pool_factory_config_file": "thread pool factory",
-    "num_request_iterations_for_warmup": "model warmup",
 }
 
 # GPU/XLA flags that mean nothing on a CPU edge box: accepted, and listed in

@@ -21,7 +21,8 @@ from grpclib.server import Server as _GrpclibServer
 
 from . import messages as pb
 from . import tensor_proto
-from .api import Api, ModelSpec, check_input_names
+from .api import Api, ModelSpec
+from .checks import check_input_names
 from .errors import ServingError, StatusCode
 from .servable import SignatureSpec
 

@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (
     model_management_pb2,
     model_pb2,
     predict_pb2,
+    prediction_log_pb2,
     regression_pb2,
 )
 # Imported for their service descriptors: server reflection looks the services
@@ -55,3 +56,4 @@ GetModelStatusRequest = get_model_status_pb2.GetModelStatusRequest
 GetModelStatusResponse = get_model_status_pb2.GetModelStatusResponse
 ReloadConfigRequest = model_management_pb2.ReloadConfigRequest
 ReloadConfigResponse = model_management_pb2.ReloadConfigResponse
+PredictionLog = prediction_log_pb2.PredictionLog  # model warmup records

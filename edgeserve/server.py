@@ -60,6 +60,8 @@ class Server:
             tags=sorted(self.options.saved_model_tag_set()),
             intra_op_threads=intra,
             inter_op_threads=inter,
+            warmup=self.options.enable_model_warmup,
+            warmup_iterations=self.options.num_request_iterations_for_warmup,
         )
 
     async def start(self) -> None:

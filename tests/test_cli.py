@@ -487,13 +487,17 @@ def test_the_not_supported_yet_table_is_the_one_the_brief_lists():
         "num_tflite_interpreters_per_pool",
         "platform_config_file", "tensorflow_session_config_file",
         "thread_pool_factory_config_file",
-        "use_alts_credentials", "num_request_iterations_for_warmup",
+        "use_alts_credentials",
     }
 
 
 def test_model_warmup_is_accepted_either_way():
     assert parse_args(["--enable_model_warmup"]).enable_model_warmup is True
     assert parse_args(["--enable_model_warmup=false"]).enable_model_warmup is False
+
+
+def test_warmup_iterations_flag_is_supported():
+    assert parse_args(["--num_request_iterations_for_warmup=3"]).num_request_iterations_for_warmup == 3
 
 
 def test_gpu_and_xla_flags_are_accepted_and_reported_as_ignored():

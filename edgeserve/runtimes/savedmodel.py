@@ -18,6 +18,7 @@ from ..dtypes import DataType
 from ..errors import ServingError, StatusCode, invalid_argument
 from ..servable import SignatureSpec, TensorSpec
 from ..tensorflow_import import import_tensorflow
+from ..warmup import run_warmup
 
 log = logging.getLogger("edgeserve.savedmodel")
 
@@ -70,11 +71,16 @@ class SavedModelLoader:
         tags: Sequence[str] = ("serve",),
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
+        warmup: bool = True,
+        warmup_iterations: int = 0,
     ) -> None:
         self.path = path
         self.tags = tuple(tags)
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
+        # --enable_model_warmup and --num_request_iterations_for_warmup (0: once).
+        self.warmup = warmup
+        self.warmup_iterations = warmup_iterations
 
     def estimate_bytes(self) -> int:
         return int(_dir_bytes(self.path) * ESTIMATE_FACTOR)
@@ -104,7 +110,16 @@ class SavedModelLoader:
                     f"Failed to load SavedModel from {self.path}: {getattr(exc, 'message', None) or exc}",
                 ) from None
             raise
-        return SavedModelServable(tf, session, meta_graph_def)
+        servable = SavedModelServable(tf, session, meta_graph_def)
+        if self.warmup:
+            # Before load() returns, as TF Serving's loader: the version becomes
+            # AVAILABLE warmed up, or fails to load with the warmup's status.
+            try:
+                run_warmup(servable, self.path, self.warmup_iterations)
+            except BaseException:
+                servable.close()
+                raise
+        return servable
 
 
 class SavedModelServable:
