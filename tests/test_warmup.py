@@ -121,16 +121,21 @@ def half_plus_two(copy_model) -> Path:
     return copy_model("half_plus_two") / "1"
 
 
+def counter_after_load(path, **kwargs) -> float:
+    """Loads the counter model (warming it up), reads its counter, closes it."""
+    servable = load(path, **kwargs)
+    try:
+        return counter_value(servable)
+    finally:
+        servable.close()
+
+
 # --- in process: SavedModelLoader ------------------------------------------------------
 
 def test_predict_records_are_replayed_before_load_returns(counter, caplog):
     path = write_warmup(counter, [incr(), incr(), incr()])
     with caplog.at_level(logging.INFO, logger="edgeserve.warmup"):
-        servable = load(counter)
-    try:
-        assert counter_value(servable) == 3.0
-    finally:
-        servable.close()
+        assert counter_after_load(counter) == 3.0
     finished = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Finished")]
     assert len(finished) == 1
     assert finished[0].startswith(
@@ -141,38 +146,22 @@ def test_predict_records_are_replayed_before_load_returns(counter, caplog):
 
 def test_each_record_is_replayed_num_request_iterations_times(counter):
     write_warmup(counter, [incr(), incr(), predict_log("incr_counter_by", delta=10.0)])
-    servable = load(counter, warmup_iterations=3)
-    try:
-        assert counter_value(servable) == 3 * (1 + 1 + 10)
-    finally:
-        servable.close()
+    assert counter_after_load(counter, warmup_iterations=3) == 3 * (1 + 1 + 10)
 
 
 def test_zero_iterations_means_once(counter):
     write_warmup(counter, [incr(), incr()])
-    servable = load(counter, warmup_iterations=0)
-    try:
-        assert counter_value(servable) == 2.0
-    finally:
-        servable.close()
+    assert counter_after_load(counter, warmup_iterations=0) == 2.0
 
 
 def test_warmup_off_replays_nothing(counter):
     write_warmup(counter, [incr(), b"not even a PredictionLog"])
-    servable = load(counter, warmup=False)
-    try:
-        assert counter_value(servable) == 0.0
-    finally:
-        servable.close()
+    assert counter_after_load(counter, warmup=False) == 0.0
 
 
 def test_no_warmup_file_loads_as_before(counter, caplog):
     with caplog.at_level(logging.INFO, logger="edgeserve.warmup"):
-        servable = load(counter)
-    try:
-        assert counter_value(servable) == 0.0
-    finally:
-        servable.close()
+        assert counter_after_load(counter) == 0.0
     assert f"No warmup data file found at {warmup.warmup_file(str(counter))}" in caplog.text
 
 
@@ -181,11 +170,7 @@ def test_empty_warmup_file_loads_with_no_records(counter, caplog):
     path = write_warmup(counter, [])
     assert path.stat().st_size == 0
     with caplog.at_level(logging.INFO, logger="edgeserve.warmup"):
-        servable = load(counter)
-    try:
-        assert counter_value(servable) == 0.0
-    finally:
-        servable.close()
+        assert counter_after_load(counter) == 0.0
     assert "Number of warmup records read: 0." in caplog.text
 
 
@@ -213,11 +198,7 @@ def test_a_record_with_no_log_type_is_read_and_skipped(counter):
 
 def test_a_thousand_records_load_and_one_more_fails(counter):
     write_warmup(counter, [incr()] * warmup.MAX_NUM_RECORDS)
-    servable = load(counter)
-    try:
-        assert counter_value(servable) == 1000.0
-    finally:
-        servable.close()
+    assert counter_after_load(counter) == 1000.0
     path = write_warmup(counter, [incr()] * (warmup.MAX_NUM_RECORDS + 1))
     error = load_error(counter)
     assert error.code == StatusCode.INVALID_ARGUMENT
