@@ -206,7 +206,7 @@ class ServerCore:
                 polls.append(self._first_poll(source))
             elif old is None or (old.base_path, old.version_policy) != (model.base_path, model.version_policy):
                 log.info("Updating model %s: base path %s, policy %s", name, model.base_path, model.version_policy)
-                source.base_path, source.policy = model.base_path, model.version_policy
+                source.retarget(model.base_path, model.version_policy)
                 polls.append(source.poll_once())
         for name in set(self._applied) - set(wanted):
             log.info("Removing model %s: its versions unload once their requests finish", name)

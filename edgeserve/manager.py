@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
 from . import memory
-from .errors import ServingError, internal, invalid_argument, not_found
+from .errors import ServingError, StatusCode, internal, invalid_argument, not_found
 from .policy import VersionView, next_action
 from .servable import Loader, ManagerState, Servable, ServableId
 from .sources import AspiredVersion
@@ -25,6 +25,10 @@ from .sources import AspiredVersion
 log = logging.getLogger("edgeserve.manager")
 
 LoaderFactory = Callable[[str, AspiredVersion], Loader]
+
+# How a version folder that is still being written shows in GetModelStatus: START,
+# code OK (nothing failed), and a message saying why it is not loading yet.
+_COPYING = ServingError(StatusCode.OK, "waiting for the copy to finish (the folder is still changing)")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class LoadedVersion:
 
 
 class _Model:
-    __slots__ = ("name", "versions", "latest", "labels", "busy")
+    __slots__ = ("name", "versions", "latest", "labels", "busy", "copying")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -76,6 +80,7 @@ class _Model:
         self.latest: LoadedVersion | None = None  # highest AVAILABLE version
         self.labels: dict[str, int] = {}
         self.busy = False  # a load or unload of this model is under way
+        self.copying: frozenset[int] = frozenset()  # version folders still being written
 
 
 class Manager:
@@ -101,13 +106,17 @@ class Manager:
 
     # ---- the source's side -------------------------------------------------
 
-    def set_aspired_versions(self, name: str, versions: list[AspiredVersion]) -> None:
-        """The source's callback: these versions of `name` should be served."""
+    def set_aspired_versions(
+        self, name: str, versions: list[AspiredVersion], copying: list[AspiredVersion] = ()
+    ) -> None:
+        """The source's callback: these versions of `name` should be served; `copying`
+        are folders still being written (reported in status, not loaded)."""
         if self._stopping:
             return
         model = self._models.get(name)
         if model is None:
             model = self._models[name] = _Model(name)
+        model.copying = frozenset(a.version for a in copying)
         wanted = {a.version: a for a in versions}
         for number, ver in model.versions.items():
             ver.aspired = number in wanted
@@ -310,17 +319,20 @@ class Manager:
     def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
         """GetModelStatus with TF Serving's NOT_FOUND messages."""
         model = self._models.get(name)
+        rows: dict[int, VersionStatus] = {}
+        if model is not None:
+            for number in model.copying:
+                rows[number] = VersionStatus(number, ManagerState.START, _COPYING)
+            for number, ver in model.versions.items():
+                if number not in rows or ver.state != ManagerState.END:
+                    rows[number] = VersionStatus(number, ver.state, ver.error)
         if version is not None:
-            ver = model.versions.get(version) if model is not None else None
-            if ver is None:
+            if version not in rows:
                 raise not_found(f"Could not find version {version} of model {name}")
-            return [VersionStatus(version, ver.state, ver.error)]
-        if model is None or not model.versions:
+            return [rows[version]]
+        if not rows:
             raise not_found(f"Could not find any versions of model {name}")
-        return [
-            VersionStatus(v, ver.state, ver.error)
-            for v, ver in sorted(model.versions.items(), reverse=True)
-        ]
+        return [rows[v] for v in sorted(rows, reverse=True)]
 
     def settled(self) -> bool:
         """True when no version is waiting for its first load attempt or in one."""

@@ -41,7 +41,8 @@ class AspiredVersion:
     fingerprint: tuple[int, int, int]
 
 
-AspiredVersionsCallback = Callable[[str, list[AspiredVersion]], None]
+# (model name, aspired versions, versions whose folders are still being copied)
+AspiredVersionsCallback = Callable[[str, list[AspiredVersion], list[AspiredVersion]], None]
 
 
 def parse_version(name: str) -> int | None:
@@ -66,12 +67,20 @@ def fingerprint(path: str) -> tuple[int, int, int]:
     return files, size, newest
 
 
-def list_versions(name: str, base_path: str, policy: VersionPolicy) -> list[AspiredVersion]:
-    """One poll: the aspired versions. Raises OSError when the base path cannot be read.
+def list_versions(
+    name: str,
+    base_path: str,
+    policy: VersionPolicy,
+    is_copying: Callable[[int, tuple[int, int, int]], bool] | None = None,
+) -> tuple[list[AspiredVersion], list[AspiredVersion]]:
+    """One poll: (the aspired versions, the versions still being copied). Raises OSError
+    when the base path cannot be read.
 
-    The caller then says nothing to the manager: like TF Serving, a missing or
-    unreadable base path never becomes an empty list, so a transient failure
-    unloads nothing.
+    `is_copying(version, fingerprint)` says whether a folder is still being written;
+    such a version is left out and the policy chooses among the others, so the version
+    serving now stays aspired until the new one is complete. The caller says nothing
+    to the manager on OSError: like TF Serving, a missing or unreadable base path never
+    becomes an empty list, so a transient failure unloads nothing.
     """
     try:
         entries = list(os.scandir(base_path))
@@ -92,13 +101,20 @@ def list_versions(name: str, base_path: str, policy: VersionPolicy) -> list[Aspi
             if entry.name > os.path.basename(by_version[version]):
                 continue
         by_version[version] = entry.path
-    chosen = policy.select(list(by_version))
-    if not chosen:
+    copying: dict[int, AspiredVersion] = {}
+    while True:
+        chosen = policy.select([v for v in by_version if v not in copying])
+        aspired = [AspiredVersion(v, by_version[v], fingerprint(by_version[v])) for v in chosen]
+        fresh = [a for a in aspired if is_copying is not None and is_copying(a.version, a.fingerprint)]
+        if not fresh:
+            break
+        copying.update((a.version, a) for a in fresh)  # choose again without them
+    if not chosen and not copying:
         log.warning(
             "No versions of servable %s found under base path %s. Did you forget to name "
             "your leaf directory as a number (eg. '/1/')?", name, base_path,
         )
-    return [AspiredVersion(v, by_version[v], fingerprint(by_version[v])) for v in chosen]
+    return aspired, sorted(copying.values(), key=lambda a: a.version)
 
 
 class FileSystemSource:
@@ -120,12 +136,32 @@ class FileSystemSource:
         self._callback = callback
         self._task: asyncio.Task | None = None
         self._last_error: str | None = None
+        self._reset_copy_tracking()
+
+    def _reset_copy_tracking(self) -> None:
+        # The first poll of a base path takes its folders as complete (they were there
+        # before we looked); a folder that appears later is a copy under way until a
+        # poll finds it unchanged since the one before.
+        self._polled = False
+        self._emitted: set[int] = set()  # versions once aspired: never held back again
+        self._copying: dict[int, tuple[int, int, int]] = {}  # fingerprints at the last poll
+
+    def retarget(self, base_path: str, policy: VersionPolicy) -> None:
+        """A new base path or policy (a config reload); the next poll applies it."""
+        if base_path != self.base_path:
+            self._reset_copy_tracking()
+        self.base_path, self.policy = base_path, policy
+
+    def _is_copying(self, version: int, fingerprint: tuple[int, int, int]) -> bool:
+        if not self._polled or version in self._emitted:
+            return False
+        return self._copying.get(version) != fingerprint
 
     async def poll_once(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            versions = await loop.run_in_executor(
-                None, list_versions, self.name, self.base_path, self.policy
+            versions, copying = await loop.run_in_executor(
+                None, list_versions, self.name, self.base_path, self.policy, self._is_copying
             )
         except OSError as exc:
             message = str(exc)
@@ -140,7 +176,10 @@ class FileSystemSource:
         if self._last_error is not None:
             log.info("Base path %s for servable %s is readable again", self.base_path, self.name)
             self._last_error = None
-        self._callback(self.name, versions)
+        self._polled = True
+        self._emitted.update(a.version for a in versions)
+        self._copying = {a.version: a.fingerprint for a in copying}
+        self._callback(self.name, versions, copying)
 
     async def _run(self, delay: float = 0.0) -> None:
         if delay > 0:
