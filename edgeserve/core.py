@@ -50,7 +50,8 @@ class ServerCore:
         self.model_config_file = model_config_file
         self.model_repository = model_repository
         self.config: ServerConfig | None = None  # the config given (file, flags or gRPC)
-        self._applied: dict[str, ModelConfig] = {}  # what the sources serve, repository included
+        # One source per model served (repository included); each knows its base path
+        # and policy, which is what a new config is diffed against.
         self._sources: dict[str, FileSystemSource] = {}
         self._repository_models: tuple[str, ...] = ()
         self._file_text: str | None = None  # the config file's text last applied
@@ -158,7 +159,7 @@ class ServerCore:
         is briefly unreadable must not block every other change."""
         fresh = [
             m for m in config.models
-            if (old := self._applied.get(m.name)) is None or old.base_path != m.base_path
+            if (source := self._sources.get(m.name)) is None or source.base_path != m.base_path
         ]
 
         def problems() -> list[str]:
@@ -193,7 +194,6 @@ class ServerCore:
         polls = []
         added = []
         for name, model in wanted.items():
-            old = self._applied.get(name)
             source = self._sources.get(name)
             if source is None:
                 log.info("Adding model %s from %s", name, model.base_path)
@@ -204,16 +204,15 @@ class ServerCore:
                 self._sources[name] = source
                 added.append(name)
                 polls.append(self._first_poll(source))
-            elif old is None or (old.base_path, old.version_policy) != (model.base_path, model.version_policy):
+            elif (source.base_path, source.policy) != (model.base_path, model.version_policy):
                 log.info("Updating model %s: base path %s, policy %s", name, model.base_path, model.version_policy)
                 source.retarget(model.base_path, model.version_policy)
                 polls.append(source.poll_once())
-        for name in set(self._applied) - set(wanted):
+        for name in set(self._sources) - set(wanted):
             log.info("Removing model %s: its versions unload once their requests finish", name)
             source = self._sources.pop(name)
             await source.stop()
             self.manager.set_aspired_versions(name, [])
-        self._applied = dict(wanted)
         if polls:
             await asyncio.gather(*polls)
         return added

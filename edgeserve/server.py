@@ -198,6 +198,7 @@ class Server:
         log.info("SIGHUP: re-reading the model config")
         task = asyncio.get_running_loop().create_task(self.core.reload_on_signal())
         self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)  # one per SIGHUP: do not keep them
 
     async def _sweep(self) -> None:
         while True:
