@@ -139,3 +139,21 @@ def export_model(procs: Processes, workdir: str) -> str:
         raise RuntimeError(f"model export failed: {tail(log_path, 10)}")
     return base
 
+
+def start_driver(client_core: str, roles: str) -> bool:
+    """The common start of a benchmark driver; False (after saying why) when the
+    machine has fewer than 2 CPUs. SIGTERM and SIGINT (which background shells start
+    ignored) end the run through the driver's `finally`, so no server outlives it;
+    the driver itself stays on the client core, off the servers'."""
+    if (os.cpu_count() or 1) < 2:
+        print(f"error: needs at least 2 CPUs ({roles})", file=sys.stderr)
+        return False
+
+    def _stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    os.sched_setaffinity(0, {int(client_core)})
+    return True
+

@@ -50,7 +50,6 @@ import re
 import resource
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -59,7 +58,8 @@ import time
 from dataclasses import dataclass, field
 
 from common import (
-    BENCH_DIR, MODEL_NAME, REPO_ROOT, Processes, descendants, export_model, fmt, free_port, median, rss_mb, tail,
+    BENCH_DIR, MODEL_NAME, REPO_ROOT, Processes, descendants, export_model, fmt, free_port, median, rss_mb,
+    start_driver, tail,
 )
 from results_md import write_section
 
@@ -871,19 +871,11 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now().astimezone()
-    if (os.cpu_count() or 1) < 2:
-        print("error: needs at least 2 CPUs (servers on core 0, h2load on core 1)", file=sys.stderr)
-        return 2
     if not args.check_only and not shutil.which("h2load"):
         print("error: h2load not found (apt-get install nghttp2-client)", file=sys.stderr)
         return 2
-
-    def _stop(signum, frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    if not start_driver(CLIENT_CORE, "servers on core 0, h2load on core 1"):
+        return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     print("loading grpcio + tensorflow-serving-api stubs ...", file=sys.stderr)
     client = Grpc()

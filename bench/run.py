@@ -27,7 +27,6 @@ import os
 import platform
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,8 @@ import time
 from dataclasses import dataclass, field
 
 from common import (
-    BENCH_DIR, MODEL_NAME, REPO_ROOT, Processes, child_env, export_model, fmt, free_port, median, rss_mb, tail,
+    BENCH_DIR, MODEL_NAME, REPO_ROOT, Processes, child_env, export_model, fmt, free_port, median, rss_mb,
+    start_driver, tail,
 )
 from results_md import write_section
 
@@ -440,18 +440,8 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now().astimezone()
-    if (os.cpu_count() or 1) < 2:
-        print("error: needs at least 2 CPUs (server on core 0, wrk on core 1)", file=sys.stderr)
+    if not start_driver(CLIENT_CORE, "server on core 0, wrk on core 1"):
         return 2
-    # SIGTERM (and SIGINT, which background shells start ignored) end the run through
-    # the finally below, so no server outlives the driver.
-    def _stop(signum, frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    # Keep the driver off the servers' core: its polling would otherwise skew start-up.
-    os.sched_setaffinity(0, {int(CLIENT_CORE)})
     info = machine_info()
     procs = Processes()
     all_rounds: dict[str, list[Round]] = {name: [] for name in args.servers}

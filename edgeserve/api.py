@@ -100,14 +100,15 @@ class Api:
             raise ServingError(StatusCode.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
         return signature
 
-    def _acquire(self, spec: ModelSpec | None) -> LoadedVersion:
-        """A reference to the version `spec` names (ServerCore::GetServableHandle's checks)."""
+    async def _acquire(self, spec: ModelSpec | None, timeout_ms: int = 0) -> LoadedVersion:
+        """A reference to the version `spec` names (ServerCore::GetServableHandle's
+        checks); in a version swap's gap it waits for the new version."""
         if spec is None:
             raise invalid_argument("Missing ModelSpec")
         if not spec.name:
             raise invalid_argument("ModelSpec has no name specified.")
         _check_version_choice(spec)
-        return self.manager.acquire(spec.name, spec.version, spec.version_label)
+        return await self.manager.acquire_or_wait(spec.name, spec.version, spec.version_label, timeout_ms)
 
     async def predict(
         self,
@@ -122,7 +123,7 @@ class Api:
         """Runs a signature. `offload`: decode the inputs on a worker thread (large
         requests, whose decoding would otherwise hold the event loop for milliseconds).
         `timeout_ms` > 0 bounds the model run (TF Serving's RunOptions timeout)."""
-        ver = self._acquire(spec)
+        ver = await self._acquire(spec, timeout_ms)
         try:
             signature_name = spec.signature_name or DEFAULT_SERVING_SIGNATURE_DEF_KEY
             signature = self._signature(ver, signature_name, rest)
@@ -164,7 +165,7 @@ class Api:
             raise invalid_argument(f"Expects arg[0] to be {type_string(spec.dtype)} but string is provided")
 
     async def _classify_or_regress(self, spec, examples: Input, result, classify: bool, timeout_ms: int) -> ModelSpec:
-        ver = self._acquire(spec)
+        ver = await self._acquire(spec, timeout_ms)
         try:
             signature_name = spec.signature_name or DEFAULT_SERVING_SIGNATURE_DEF_KEY
             signature = ver.servable.signatures.get(signature_name)
@@ -201,7 +202,7 @@ class Api:
         Each task's signature is run on the same serialized examples; TF Serving fuses
         them into one Session run, which gives the same results for stateless models.
         """
-        ver = self._acquire(tasks[0][0] if tasks else ModelSpec(""))
+        ver = await self._acquire(tasks[0][0] if tasks else ModelSpec(""), timeout_ms)
         try:
             model_name = ""
             seen: set[str] = set()
@@ -269,17 +270,17 @@ class Api:
                 result[name] = []
         return result
 
-    def model_metadata(self, spec: ModelSpec) -> tuple[ModelSpec, Mapping[str, SignatureSpec]]:
+    async def model_metadata(self, spec: ModelSpec) -> tuple[ModelSpec, Mapping[str, SignatureSpec]]:
         """REST's metadata: the resolved spec and every signature."""
         if not spec.name:
             raise invalid_argument("Missing model name in request.")
-        ver = self._acquire(spec)
+        ver = await self._acquire(spec)
         try:
             return ModelSpec(spec.name, ver.id.version), ver.servable.signatures
         finally:
             self.manager.release(ver)
 
-    def signature_def_map(
+    async def signature_def_map(
         self, spec: ModelSpec | None, metadata_fields: Sequence[str]
     ) -> tuple[ModelSpec, bytes]:
         """GetModelMetadata: the resolved spec and the serialized `SignatureDefMap`
@@ -291,7 +292,7 @@ class Api:
         for field in metadata_fields:
             if field != SIGNATURE_DEF_FIELD:
                 raise invalid_argument(f"Metadata field {field} is not supported")
-        ver = self._acquire(spec)
+        ver = await self._acquire(spec)
         try:
             if ver.signature_def_map is None:
                 from .messages import SignatureDefMap

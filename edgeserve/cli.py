@@ -40,6 +40,7 @@ _INT64 = (-(2**63), 2**63 - 1)
 _TYPE_BOUNDS = {"int32": _INT32, "int64": _INT64}
 _PORT = (0, 65535)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+TRANSITION_POLICIES = ("auto", "availability", "resource")
 
 
 def num_schedulable_cpus() -> int:
@@ -245,6 +246,20 @@ _EDGESERVE_FLAGS: tuple[FlagSpec, ...] = (
        "(latest version); folders are picked up and dropped on each poll. "
        "Combines with --model_config_file, whose entries win.",
        edgeserve=True),
+    # TF Serving has this as a ServerCore option only (default: no limit); here
+    # it is a flag so a small box can say how much RAM its models may take.
+    _f("total_model_memory_limit_bytes", "int64", 0,
+       "RAM all loaded model versions together may take (0 = no limit). A "
+       "version's cost is estimated as 1.2x its files' size before loading, then "
+       "replaced by the RSS its load added; a load that would not fit is refused "
+       "with its reason in GetModelStatus.",
+       edgeserve=True, min=0),
+    _f("version_transition_policy", "string", "auto",
+       "How a model moves to a new version: availability (load the new, then "
+       "unload the old), resource (unload the old, then load the new; requests "
+       "in the gap wait for the new one), auto (availability when the memory "
+       "limit holds both versions, resource otherwise).",
+       edgeserve=True, choices=TRANSITION_POLICIES),
 )
 
 FLAGS: tuple[FlagSpec, ...] = _TF_FLAGS + _EDGESERVE_FLAGS
@@ -337,6 +352,8 @@ class Options:
         "shutdown_grace_period_seconds")
     log_level: str = _default("log_level")
     model_repository: str = _default("model_repository")
+    total_model_memory_limit_bytes: int = _default("total_model_memory_limit_bytes")
+    version_transition_policy: str = _default("version_transition_policy")
 
     # --- what the command line said, for the server's log ---
     # Flags given that this CPU build ignores (IGNORED_ON_CPU), in argv order.

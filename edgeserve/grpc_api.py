@@ -270,7 +270,7 @@ class PredictionService(_Service):
         return response
 
     async def get_model_metadata(self, request: Any, _timeout_ms: int) -> Any:
-        spec, signature_def_map = self.api.signature_def_map(model_spec(request), list(request.metadata_field))
+        spec, signature_def_map = await self.api.signature_def_map(model_spec(request), list(request.metadata_field))
         response = pb.GetModelMetadataResponse()
         _fill_spec(response.model_spec, spec)
         metadata = response.metadata["signature_def"]

@@ -5,6 +5,20 @@ START -> LOADING -> AVAILABLE -> UNLOADING -> END, with the last error), runs lo
 and unloads on threads, retries failed loads, and resolves a request's (name,
 version | label) to one loaded version whose reference count keeps it alive until
 the request is done. All state lives on the event loop: no locks.
+
+Memory and transitions (--total_model_memory_limit_bytes, --version_transition_policy):
+before a version loads, its estimated cost is checked against the budget. It loads
+beside the old version when both fit (availability), after the old one is unloaded
+when only one fits (resource; `auto` picks), and is refused with RESOURCE_EXHAUSTED
+and the figures in its status when even that would not fit — unless another load or
+unload is under way, which may free memory; then it waits, as in TF Serving's
+BasicManager. A refused version is tried again whenever an unload frees memory.
+
+A resource swap leaves a gap with no version serving. Requests that arrive in it
+are held (bounded by their deadline) and served by the new version. If the new
+version fails to load, it is not retried until its files change, and the version
+it replaced is loaded again (the fallback), so a broken upload never leaves a
+model without a version.
 """
 from __future__ import annotations
 
@@ -18,7 +32,8 @@ from typing import AsyncIterator, Callable
 
 from . import memory
 from .errors import ServingError, StatusCode, internal, invalid_argument, not_found
-from .policy import VersionView, next_action
+from .policy import AVAILABILITY, REFUSE, RESOURCE, WAIT, VersionView, choose_mode, next_action, pending_load
+from .resources import ResourceTracker, estimate_bytes, format_bytes
 from .servable import Loader, ManagerState, Servable, ServableId
 from .sources import AspiredVersion
 
@@ -50,6 +65,7 @@ class LoadedVersion:
     __slots__ = (
         "id", "state", "error", "failed", "aspired", "path", "fingerprint", "servable",
         "refs", "drained", "runners", "retry_now", "signature_def_map",
+        "fallback", "swapped_out", "refused",
     )
 
     def __init__(self, servable_id: ServableId, aspired: AspiredVersion) -> None:
@@ -66,13 +82,19 @@ class LoadedVersion:
         self.runners: dict = {}
         self.signature_def_map: bytes | None = None  # GetModelMetadata's, built once
         self.retry_now: asyncio.Event | None = None
+        self.swapped_out = False  # unloaded to make room for a new version (resource swap)
+        self.fallback = False  # being served again because the new version failed
+        self.refused = False  # END because it did not fit the memory budget
 
     def view(self) -> VersionView:
-        return VersionView(self.state, self.aspired, self.failed)
+        return VersionView(self.state, self.aspired or self.fallback, self.failed)
+
+    def file_bytes(self) -> int:
+        return self.fingerprint[1]
 
 
 class _Model:
-    __slots__ = ("name", "versions", "latest", "labels", "busy", "copying")
+    __slots__ = ("name", "versions", "latest", "labels", "busy", "copying", "gap")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -81,6 +103,8 @@ class _Model:
         self.labels: dict[str, int] = {}
         self.busy = False  # a load or unload of this model is under way
         self.copying: frozenset[int] = frozenset()  # version folders still being written
+        # Set while a resource swap leaves no version serving; requests wait on it.
+        self.gap: asyncio.Event | None = None
 
 
 class Manager:
@@ -92,6 +116,8 @@ class Manager:
         unload_executor: Executor,
         max_num_load_retries: int = 5,
         load_retry_interval_seconds: float = 60.0,
+        transition_policy: str = "availability",
+        resources: ResourceTracker | None = None,
     ) -> None:
         self._loader_factory = loader_factory
         self._load_executor = load_executor
@@ -103,6 +129,9 @@ class Manager:
         self._changed = asyncio.Event()
         self._stopping = False
         self._listeners: list[Callable[[str], None]] = []
+        self._policy = transition_policy  # "availability" | "resource" | "auto"
+        self.resources = resources if resources is not None else ResourceTracker()
+        self._waiting: set[str] = set()  # models whose next load waits for memory
 
     # ---- the source's side -------------------------------------------------
 
@@ -121,7 +150,7 @@ class Manager:
         for number, ver in model.versions.items():
             ver.aspired = number in wanted
             if not ver.aspired:
-                if ver.state == ManagerState.START:
+                if ver.state == ManagerState.START and not ver.fallback:
                     ver.state = ManagerState.END  # never loaded: nothing to undo
                 if ver.retry_now is not None:
                     ver.retry_now.set()  # stop waiting to retry a version nobody wants
@@ -133,9 +162,10 @@ class Manager:
             changed = aspired.fingerprint != ver.fingerprint
             ver.path, ver.fingerprint = aspired.path, aspired.fingerprint
             if ver.state == ManagerState.END and (changed or not ver.failed):
-                # Re-aspired after an unload, or its files changed since it failed
-                # (a copy that was still under way): start over.
-                ver.state, ver.error, ver.failed = ManagerState.START, None, False
+                # Re-aspired after an unload, or its files changed since it failed or
+                # was refused (a copy that was still under way, a smaller export):
+                # start over.
+                ver.state, ver.error, ver.failed, ver.refused = ManagerState.START, None, False, False
             elif changed and ver.retry_now is not None:
                 ver.retry_now.set()  # files changed while waiting to retry: retry now
         self._step(model)
@@ -152,13 +182,120 @@ class Manager:
             listener(model.name)
         if model.busy or self._stopping:
             return
-        action = next_action({v: ver.view() for v, ver in model.versions.items()})
+        self._choose_fallback(model)
+        while True:
+            views = {v: ver.view() for v, ver in model.versions.items()}
+            preserve = self._preserve_resources(model, views)
+            if preserve is not None:
+                break
+        self._update_gap(model, views)
+        if preserve == "wait":
+            return
+        action = next_action(views, preserve_resources=preserve)
         if action is None:
             return
         ver = model.versions[action.version]
+        if action.kind == "unload" and pending_load(views) is not None:
+            ver.swapped_out = True  # a resource swap: the gap starts now
+            if model.gap is None:
+                model.gap = asyncio.Event()
         model.busy = True
         coro = self._load(model, ver) if action.kind == "load" else self._unload(model, ver)
         self._spawn(coro)
+
+    def _preserve_resources(self, model: _Model, views: dict[int, VersionView]):
+        """How the next version of `model` loads: False = beside the old one
+        (availability), True = after it (resource), "wait" = not now (memory may
+        come free); None = it was refused here, look again."""
+        number = pending_load(views)
+        if number is None:
+            return self._policy == RESOURCE
+        ver = model.versions[number]
+        need = estimate_bytes(ver.file_bytes())
+        free = self.resources.free()
+        reclaimable = 0 if self._policy == AVAILABILITY else sum(
+            self.resources.cost(other.id) for n, other in model.versions.items()
+            if not views[n].aspired and other.state == ManagerState.AVAILABLE
+        )
+        others_busy = any(other.busy for other in self._models.values())
+        mode = choose_mode(self._policy, need, free, reclaimable, others_busy)
+        if mode == WAIT:
+            self._waiting.add(model.name)
+            return "wait"
+        if mode != REFUSE:
+            return mode == RESOURCE
+        message = (
+            f"Insufficient resources to load servable {ver.id}: would exceed memory limit: "
+            f"needs {format_bytes(need)}, free {format_bytes(max(0, free + reclaimable))} "
+            f"(--total_model_memory_limit_bytes={self.resources.limit})"
+        )
+        if ver.error is None or ver.error.message != message:
+            log.error("%s", message)
+        ver.state, ver.failed, ver.refused = ManagerState.END, True, True
+        ver.error = ServingError(StatusCode.RESOURCE_EXHAUSTED, message)
+        return None
+
+    @staticmethod
+    def _choose_fallback(model: _Model) -> None:
+        """After a resource swap whose new version failed, the newest version it
+        replaced is loaded again; once an aspired version is live it steps aside."""
+        versions = model.versions.values()
+        if not any(v.aspired for v in versions):
+            for v in versions:
+                v.fallback = v.swapped_out = False  # the model is going away
+            return
+        live = any(
+            v.aspired and v.state in (ManagerState.START, ManagerState.LOADING, ManagerState.AVAILABLE)
+            for v in versions
+        )
+        if live:
+            for v in versions:
+                v.fallback = False
+            if any(v.aspired and v.state == ManagerState.AVAILABLE for v in versions):
+                for v in versions:
+                    v.swapped_out = False
+            return
+        if any(v.fallback for v in versions):
+            return
+        candidates = [
+            v for v in versions if v.swapped_out and v.state == ManagerState.END and not v.failed
+        ]
+        if candidates:
+            ver = max(candidates, key=lambda v: v.id.version)
+            log.warning("Loading servable version %s again: the version that replaced it failed", ver.id)
+            ver.fallback, ver.state, ver.error = True, ManagerState.START, None
+
+    @staticmethod
+    def _update_gap(model: _Model, views: dict[int, VersionView]) -> None:
+        """Ends the gap (wakes held requests) once a version serves or none will."""
+        if model.gap is None:
+            return
+        pending = any(
+            view.aspired and (view.state == ManagerState.START or (
+                view.state == ManagerState.LOADING and model.versions[n].error is None))
+            for n, view in views.items()
+        )
+        if model.latest is not None or not pending:
+            model.gap.set()
+            model.gap = None
+
+    def _memory_freed(self) -> None:
+        """An unload handed memory back: refused versions get another go."""
+        for model in self._models.values():
+            retry = False
+            for ver in model.versions.values():
+                if ver.refused and ver.aspired and ver.state == ManagerState.END:
+                    ver.state, ver.failed, ver.refused = ManagerState.START, False, False
+                    retry = True
+            if retry:
+                self._waiting.add(model.name)
+
+    def _wake_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, set()
+        for name in sorted(waiting):
+            model = self._models.get(name)
+            if model is not None:
+                self._step(model)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -167,7 +304,11 @@ class Manager:
 
     async def _load(self, model: _Model, ver: LoadedVersion) -> None:
         loop = asyncio.get_running_loop()
-        ver.state = ManagerState.LOADING
+        ver.state, ver.error = ManagerState.LOADING, None
+        # A version loading in a resource swap gets one attempt: if it fails, the
+        # one it replaced serves again at once instead of the model waiting out retries.
+        swap = any(v.swapped_out for v in model.versions.values())
+        self.resources.reserve(ver.id, estimate_bytes(ver.file_bytes()))
         attempt = 0
         try:
             while True:
@@ -180,7 +321,8 @@ class Manager:
                 except Exception as exc:  # a load must never take the server down
                     error = exc if isinstance(exc, ServingError) else internal(f"{type(exc).__name__}: {exc}")
                     ver.error = error
-                    if self._stopping or not ver.aspired or attempt > self._max_retries:
+                    if self._stopping or not ver.aspired or attempt > self._max_retries or swap:
+                        self.resources.release(ver.id)
                         ver.state, ver.failed = ManagerState.END, True
                         log.error(
                             "Loading servable version %s failed after %d attempt(s) in %.2fs: %s",
@@ -200,13 +342,24 @@ class Manager:
                         pass
                     ver.retry_now = None
                     if not ver.aspired or self._stopping:
+                        self.resources.release(ver.id)
                         ver.state, ver.failed = ManagerState.END, True
                         return
                     continue
                 if self._stopping:
                     await loop.run_in_executor(self._unload_executor, servable.close)
+                    self.resources.release(ver.id)
                     ver.state = ManagerState.END
                     return
+                self.resources.loaded(ver.id, getattr(servable, "memory_bytes", None), ver.file_bytes())
+                if self.resources.limited and self.resources.free() < 0:
+                    # Only measurable after the fact; the next loads see the real figure.
+                    log.warning(
+                        "Servable version %s took %s, more than estimated: loaded versions now "
+                        "hold %s of --total_model_memory_limit_bytes=%d",
+                        ver.id, format_bytes(self.resources.cost(ver.id)),
+                        format_bytes(self.resources.used()), self.resources.limit,
+                    )
                 ver.servable, ver.error = servable, None
                 ver.state = ManagerState.AVAILABLE
                 self._refresh_latest(model)
@@ -217,6 +370,7 @@ class Manager:
         finally:
             model.busy = False
             self._step(model)
+            self._wake_waiting()
 
     async def _unload(self, model: _Model, ver: LoadedVersion) -> None:
         loop = asyncio.get_running_loop()
@@ -236,11 +390,14 @@ class Manager:
                     log.error("Unloading servable version %s raised: %s", ver.id, exc)
                 servable = None  # the last reference: what it held can be freed now
                 await loop.run_in_executor(self._unload_executor, memory.release)
+            self.resources.release(ver.id)
+            self._memory_freed()
             ver.state = ManagerState.END
             log.info("Unloaded servable version %s in %.2fs", ver.id, time.monotonic() - started)
         finally:
             model.busy = False
             self._step(model)
+            self._wake_waiting()
 
     @staticmethod
     def _refresh_latest(model: _Model) -> None:
@@ -270,6 +427,39 @@ class Manager:
                 raise not_found(f"Servable not found for request: Specific({name}, {version})")
         ver.refs += 1
         return ver
+
+    async def acquire_or_wait(
+        self, name: str, version: int | None = None, label: str | None = None, timeout_ms: int = 0
+    ) -> LoadedVersion:
+        """`acquire`, except that in a resource swap's gap a request for the model's
+        latest version, or for the version being loaded, waits for it (at most
+        `timeout_ms`, when > 0) instead of failing with NOT_FOUND."""
+        try:
+            return self.acquire(name, version, label)
+        except ServingError as exc:
+            if exc.code != StatusCode.NOT_FOUND:
+                raise
+            model = self._models.get(name)
+            if model is None or model.gap is None:
+                raise
+            number = model.labels.get(label) if label is not None else version
+            if number is not None:
+                ver = model.versions.get(number)
+                if ver is None or ver.state not in (ManagerState.START, ManagerState.LOADING):
+                    raise  # not the version coming in: it will not come
+            deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else None
+            while model.gap is not None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise ServingError(
+                        StatusCode.DEADLINE_EXCEEDED,
+                        f"Timed out waiting for a version of model {name} to finish loading",
+                    ) from None
+                try:
+                    await asyncio.wait_for(model.gap.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+            return self.acquire(name, version, label)
 
     @staticmethod
     def release(ver: LoadedVersion) -> None:
@@ -355,6 +545,9 @@ class Manager:
         """Unloads every version once its in-flight requests are done."""
         self._stopping = True
         for model in self._models.values():
+            if model.gap is not None:  # no new version is coming: held requests get NOT_FOUND
+                model.gap.set()
+                model.gap = None
             for ver in model.versions.values():
                 if ver.retry_now is not None:
                     ver.retry_now.set()

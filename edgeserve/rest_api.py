@@ -237,7 +237,7 @@ class RestApi:
             statuses = self.api.model_status(route.spec, rest=True)
             return 200, _dump_indented({"model_version_status": [_version_status_json(s) for s in statuses]}), b""
         if kind == "metadata":
-            spec, signatures = self.api.model_metadata(route.spec)
+            spec, signatures = await self.api.model_metadata(route.spec)
             return 200, _dump_indented({
                 "model_spec": {"name": spec.name, "signature_name": "", "version": str(spec.version)},
                 "metadata": {"signature_def": signature_def_map_json(signatures)},

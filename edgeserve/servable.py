@@ -96,8 +96,8 @@ class Servable(Protocol):
 
 
 class Loader(Protocol):
-    """Loads one version; TF Serving's Loader: estimate, load, (unload via close)."""
-
-    def estimate_bytes(self) -> int: ...
+    """Loads one version; TF Serving's Loader: load, (unload via the servable's close).
+    The estimate comes from the version's files (resources.estimate_bytes); a servable
+    may say what its load measured in `memory_bytes`."""
 
     def load(self) -> Servable: ...

@@ -22,6 +22,7 @@ from typing import Any
 from .api import Api
 from .cli import Options
 from .manager import Manager
+from .resources import ResourceTracker
 from .rest_api import HttpProtocol, Limits, RestApi
 from .runtimes.savedmodel import SavedModelLoader
 from .sources import AspiredVersion
@@ -77,6 +78,8 @@ class Server:
             unload_executor=self._unload_executor,
             max_num_load_retries=options.max_num_load_retries,
             load_retry_interval_seconds=options.load_retry_interval_micros / 1e6,
+            transition_policy=options.version_transition_policy,
+            resources=ResourceTracker(options.total_model_memory_limit_bytes),
         )
         self.core = ServerCore(
             self.manager,

@@ -91,8 +91,11 @@ def list_versions(
     by_version: dict[int, str] = {}
     for entry in entries:
         version = parse_version(entry.name)
-        if version is None or not entry.is_dir():
+        if version is None:
             continue
+        # Not checked to be a folder, as in TF Serving: a stray file or a symlink loop
+        # named like a version is a version whose load fails and says why in its
+        # status (and is_dir() on a loop raised, which failed every poll).
         if version in by_version:
             log.warning(
                 "Duplicate version directories detected. Version %d will be loaded from %s, "

@@ -83,7 +83,7 @@ class Client:
 class ServerProcess:
     """`python -m edgeserve` on free ports, stderr captured to a file."""
 
-    def __init__(self, tmp: Path, args: list[str], env: dict | None = None) -> None:
+    def __init__(self, tmp: Path, args: list[str], env: dict | None = None, preexec=None) -> None:
         self.rest_port = free_port()
         self.grpc_port = free_port()
         self.log_path = tmp / f"server-{self.rest_port}.log"
@@ -97,7 +97,7 @@ class ServerProcess:
         ]
         self.proc = subprocess.Popen(
             self.args, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO),
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {})}, preexec_fn=preexec,
         )
         self.clients: list[Client] = []
 

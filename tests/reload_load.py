@@ -217,7 +217,7 @@ class Load:
         assert answers, f"no answers for {target}"
         before = [a for a in answers if a.answered < started]
         after = [a for a in answers if a.asked > done]
-        during = [a for a in answers if a not in before and a not in after]
+        during = [a for a in answers if not a.answered < started and not a.asked > done]
         assert all(a.value == old for a in before), (target, sorted({a.value for a in before}))
         assert all(a.value in (old, new) for a in during), (target, sorted({a.value for a in during}))
         assert all(a.value == new for a in after), (target, sorted({a.value for a in after}))

@@ -79,6 +79,8 @@ EDGESERVE_DEFAULTS = {
     "inline_run_threshold_micros": 1000,
     "shutdown_grace_period_seconds": 10.0,
     "log_level": "info",
+    "total_model_memory_limit_bytes": 0,
+    "version_transition_policy": "auto",
     "model_repository": "",
 }
 

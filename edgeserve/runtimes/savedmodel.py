@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .. import memory
 from ..dtypes import DataType
 from ..errors import ServingError, StatusCode, invalid_argument
 from ..servable import SignatureSpec, TensorSpec
@@ -23,23 +24,48 @@ from ..warmup import run_warmup
 log = logging.getLogger("edgeserve.savedmodel")
 
 SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
-# A loaded graph with its variables costs more RAM than its files; TF Serving's
-# estimate (saved_model_bundle_factory / resource_util) pads file size likewise.
-ESTIMATE_FACTOR = 1.2
-
-def is_saved_model_dir(path: str) -> bool:
-    return any(os.path.isfile(os.path.join(path, f)) for f in SAVED_MODEL_FILENAMES)
 
 
-def _dir_bytes(path: str) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
+def check_export_dir(path: str) -> None:
+    """Raises a status saying why `path` is not a readable SavedModel folder.
+
+    TF Serving's text for a folder without a SavedModel, with the reason when it is
+    something else (a file, a symlink loop, a folder this process may not read), so
+    a user sees what to fix instead of "not found"."""
+    try:
+        names = set(os.listdir(path))
+    except PermissionError:
+        raise ServingError(
+            StatusCode.PERMISSION_DENIED, f"Could not read export directory {path}: permission denied"
+        ) from None
+    except OSError as exc:  # a file, a symlink loop, gone
+        raise ServingError(
+            StatusCode.NOT_FOUND,
+            f"SavedModel not found in export directory: {path} ({exc.strerror.lower()})",
+        ) from None
+    if not names.intersection(SAVED_MODEL_FILENAMES):
+        raise ServingError(
+            StatusCode.NOT_FOUND,
+            f"SavedModel not found in export directory: {path} "
+            "(no saved_model.pb or saved_model.pbtxt)",
+        )
+
+
+# Lines of a graph OpError's message that point into the graph, not at the problem.
+_GRAPH_NOISE = ("Graph execution error:", "Detected at node", "Node:", "[[{{node")
+
+
+def _load_error_text(exc: BaseException, path: str) -> str:
+    """What went wrong in a load, for the version's status: TF's message without its
+    graph-location lines, and for a failed variable restore (a truncated or damaged
+    variables file) the folder it came from, which TF's message does not name."""
+    text = getattr(exc, "message", None) or str(exc)
+    lines = [ln.strip() for ln in text.splitlines()]
+    kept = [ln for ln in lines if ln and not ln.startswith(_GRAPH_NOISE)]
+    text = " ".join(kept) or text
+    if "RestoreV2" in (getattr(exc, "message", None) or ""):
+        text = f"restoring variables from {os.path.join(path, 'variables')} failed: {text}"
+    return text
 
 
 def _tensor_spec(info: Any) -> TensorSpec:
@@ -82,17 +108,12 @@ class SavedModelLoader:
         self.warmup = warmup
         self.warmup_iterations = warmup_iterations
 
-    def estimate_bytes(self) -> int:
-        return int(_dir_bytes(self.path) * ESTIMATE_FACTOR)
-
     def load(self) -> "SavedModelServable":
-        if not is_saved_model_dir(self.path):
-            raise ServingError(
-                StatusCode.NOT_FOUND,
-                f"SavedModel not found in export directory: {self.path} "
-                "(no saved_model.pb or saved_model.pbtxt)",
-            )
+        check_export_dir(self.path)
         tf = import_tensorflow()
+        # What this load adds to the process (the budget's measured cost), taken once
+        # TensorFlow itself is in: the runtime is not the model's cost.
+        rss_before = memory.rss_bytes()
         v1 = tf.compat.v1
         graph = tf.Graph()
         config = v1.ConfigProto(
@@ -107,7 +128,7 @@ class SavedModelLoader:
             if isinstance(exc, (tf.errors.OpError, RuntimeError, ValueError, OSError)):
                 raise ServingError(
                     StatusCode.INTERNAL if not isinstance(exc, tf.errors.OpError) else StatusCode(exc.error_code),
-                    f"Failed to load SavedModel from {self.path}: {getattr(exc, 'message', None) or exc}",
+                    f"Failed to load SavedModel from {self.path}: {_load_error_text(exc, self.path)}",
                 ) from None
             raise
         servable = SavedModelServable(tf, session, meta_graph_def)
@@ -119,6 +140,7 @@ class SavedModelLoader:
             except BaseException:
                 servable.close()
                 raise
+        servable.memory_bytes = max(0, memory.rss_bytes() - rss_before)
         return servable
 
 
@@ -143,6 +165,7 @@ class SavedModelServable:
         # first use; a dict write is atomic under the GIL, so racing threads at
         # worst build the same callable twice.
         self._callables: dict[tuple, Any] = {}
+        self.memory_bytes: int | None = None  # RSS its load added, set by the loader
         from tensorflow.core.protobuf import config_pb2
 
         self._config_pb2 = config_pb2
