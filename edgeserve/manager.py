@@ -195,7 +195,8 @@ class Manager:
         if action is None:
             return
         ver = model.versions[action.version]
-        if action.kind == "unload" and pending_load(views) is not None:
+        serving = any(v.aspired and v.state == ManagerState.AVAILABLE for v in views.values())
+        if action.kind == "unload" and pending_load(views) is not None and not serving:
             ver.swapped_out = True  # a resource swap: the gap starts now
             if model.gap is None:
                 model.gap = asyncio.Event()

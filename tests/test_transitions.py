@@ -317,3 +317,23 @@ def test_load_waits_while_another_unload_may_free_memory(executor):
         await m.stop()
 
     run(scenario)
+
+
+def test_unload_beside_a_serving_version_is_no_swap(executor):
+    # Two versions served (a "latest 2" policy); a third replaces the oldest. Version 2
+    # serves throughout, so there is no gap to hold requests in and nothing to fall back to.
+    async def scenario():
+        loaders = Loaders()
+        loaders.broken.add("/m/3")
+        m = manager(executor, loaders, "resource")
+        m.set_aspired_versions("m", [aspired(1), aspired(2)])
+        await settle(m)
+        m.set_aspired_versions("m", [aspired(2), aspired(3)])
+        await asyncio.sleep(0)
+        assert m._models["m"].gap is None
+        await settle(m)
+        assert states(m) == {3: S.END, 2: S.AVAILABLE, 1: S.END}
+        assert loaders.order == ["load /m/2", "load /m/1", "unload /m/1"]
+        await m.stop()
+
+    run(scenario)
