@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Sequence
 import numpy as np
 
 from . import dtypes, inference
-from .batching import SignatureRunner
+from .batching import BatchQueue, SignatureRunner, batchable
 from .checks import check_inputs, check_output_filter, type_string
 from .errors import ServingError, StatusCode, invalid_argument
 from .manager import LoadedVersion, Manager, VersionStatus
@@ -81,12 +81,14 @@ class Api:
         """Runs CPU-heavy translation work (big tensors to or from JSON) off the loop."""
         return await asyncio.get_running_loop().run_in_executor(self._run_executor, fn, *args)
 
-    def _runner(self, ver: LoadedVersion, signature_name: str) -> SignatureRunner:
+    def _runner(self, ver: LoadedVersion, signature_name: str) -> SignatureRunner | BatchQueue:
         runner = ver.runners.get(signature_name)
         if runner is None:
-            runner = ver.runners[signature_name] = SignatureRunner(
-                ver.servable, signature_name, self._run_executor, self._inline_threshold
-            )
+            runner = SignatureRunner(ver.servable, signature_name, self._run_executor, self._inline_threshold)
+            batching = getattr(ver.servable, "batch_options", None)
+            if batching is not None and batchable(ver.servable.signatures[signature_name]):
+                runner = BatchQueue(runner, batching)
+            ver.runners[signature_name] = runner
         return runner
 
     @staticmethod

@@ -55,9 +55,6 @@ def num_schedulable_cpus() -> int:
 # the topic of that issue. Giving one a non-default value makes parse_args exit
 # with "--X is not supported yet". Delete an entry when its feature lands.
 NOT_SUPPORTED_YET: dict[str, str] = {
-    "enable_batching": "batching",
-    "batching_parameters_file": "batching",
-    "enable_per_model_batching_parameters": "batching",
     "monitoring_config_file": "monitoring",
     "use_alts_credentials": "gRPC credentials",
     "prefer_tflite_model": "TFLite",
@@ -254,6 +251,11 @@ _EDGESERVE_FLAGS: tuple[FlagSpec, ...] = (
        "replaced by the RSS its load added; a load that would not fit is refused "
        "with its reason in GetModelStatus.",
        edgeserve=True, min=0),
+    _f("adaptive_batching", "bool", True,
+       "With --enable_batching: a batch starts as soon as a batch thread is free "
+       "(a lone request runs at once); false = TF Serving's rule, a batch short "
+       "of max_batch_size waits batch_timeout_micros.",
+       edgeserve=True),
     _f("version_transition_policy", "string", "auto",
        "How a model moves to a new version: availability (load the new, then "
        "unload the old), resource (unload the old, then load the new; requests "
@@ -354,6 +356,7 @@ class Options:
     model_repository: str = _default("model_repository")
     total_model_memory_limit_bytes: int = _default("total_model_memory_limit_bytes")
     version_transition_policy: str = _default("version_transition_policy")
+    adaptive_batching: bool = _default("adaptive_batching")
 
     # --- what the command line said, for the server's log ---
     # Flags given that this CPU build ignores (IGNORED_ON_CPU), in argv order.

@@ -8,6 +8,7 @@ every version, exit 0.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import logging
 import os
@@ -21,6 +22,9 @@ from typing import Any
 
 from .api import Api
 from .cli import Options
+from . import batch_options
+from .batch_options import BatchOptions
+from .errors import ServingError
 from .manager import Manager
 from .resources import ResourceTracker
 from .rest_api import HttpProtocol, Limits, RestApi
@@ -53,6 +57,7 @@ class Server:
         self._grpc_calls: Any = None
         self._health: Any = None
         self._bound_socket_path: str | None = None  # ours to remove at exit
+        self._batching: BatchOptions | None = None  # --enable_batching's parameters
 
     def _loader(self, name: str, aspired: AspiredVersion) -> SavedModelLoader:
         intra, inter = self.options.session_threads()
@@ -63,6 +68,8 @@ class Server:
             inter_op_threads=inter,
             warmup=self.options.enable_model_warmup,
             warmup_iterations=self.options.num_request_iterations_for_warmup,
+            batching=self._batching,
+            per_model_batching=self.options.enable_per_model_batching_parameters,
         )
 
     async def start(self) -> None:
@@ -93,6 +100,7 @@ class Server:
             # TF Serving's message classes import TensorFlow (~1.5 s): on a thread,
             # while the first versions load.
             grpc_import = loop.run_in_executor(None, importlib.import_module, "edgeserve.grpc_api")
+        self._batching = _batching_options(options)
         try:
             # The first poll and loads come before the ports open, as in TF Serving.
             await self._load_initial_config()
@@ -268,6 +276,24 @@ class Server:
         for executor in (self._load_executor, self._unload_executor, self._run_executor):
             executor.shutdown(wait=False, cancel_futures=True)
         log.info("Stopped after %.2fs", time.monotonic() - started)
+
+
+def _batching_options(options: Options) -> BatchOptions | None:
+    """--enable_batching's server-wide parameters (TF Serving's server.cc: the file's,
+    or the scheduler's defaults); the batching files are ignored without it."""
+    if not options.enable_batching:
+        if options.batching_parameters_file or options.enable_per_model_batching_parameters:
+            log.warning("--batching_parameters_file and --enable_per_model_batching_parameters "
+                        "are ignored without --enable_batching")
+        return None
+    try:
+        if options.batching_parameters_file:
+            parameters = batch_options.read_file(options.batching_parameters_file)
+        else:
+            parameters = batch_options.parse("", "the default batching parameters")
+    except ServingError as exc:
+        raise StartupError(exc.message) from None
+    return dataclasses.replace(parameters, adaptive=options.adaptive_batching)
 
 
 class StartupError(Exception):

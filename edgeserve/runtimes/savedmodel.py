@@ -14,7 +14,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .. import memory
+from .. import batch_options, memory
+from ..batch_options import BatchOptions
 from ..dtypes import DataType
 from ..errors import ServingError, StatusCode, invalid_argument
 from ..servable import SignatureSpec, TensorSpec
@@ -99,6 +100,8 @@ class SavedModelLoader:
         inter_op_threads: int = 0,
         warmup: bool = True,
         warmup_iterations: int = 0,
+        batching: BatchOptions | None = None,
+        per_model_batching: bool = False,
     ) -> None:
         self.path = path
         self.tags = tuple(tags)
@@ -107,9 +110,16 @@ class SavedModelLoader:
         # --enable_model_warmup and --num_request_iterations_for_warmup (0: once).
         self.warmup = warmup
         self.warmup_iterations = warmup_iterations
+        # --enable_batching's parameters (None: off), and whether the version folder's
+        # own batching_params.pbtxt overrides them.
+        self.batching = batching
+        self.per_model_batching = per_model_batching
 
     def load(self) -> "SavedModelServable":
         check_export_dir(self.path)
+        batching = None
+        if self.batching is not None:  # a bad per-model file fails the load up front
+            batching = batch_options.for_version(self.batching, self.path, self.per_model_batching)
         tf = import_tensorflow()
         # What this load adds to the process (the budget's measured cost), taken once
         # TensorFlow itself is in: the runtime is not the model's cost.
@@ -141,6 +151,7 @@ class SavedModelLoader:
                 servable.close()
                 raise
         servable.memory_bytes = max(0, memory.rss_bytes() - rss_before)
+        servable.batch_options = batching
         return servable
 
 
@@ -166,6 +177,7 @@ class SavedModelServable:
         # worst build the same callable twice.
         self._callables: dict[tuple, Any] = {}
         self.memory_bytes: int | None = None  # RSS its load added, set by the loader
+        self.batch_options: BatchOptions | None = None  # set by the loader with --enable_batching
         from tensorflow.core.protobuf import config_pb2
 
         self._config_pb2 = config_pb2
