@@ -244,12 +244,14 @@ class ServerCore:
         log.info("Model config reloaded from %s (%d models)", self.model_config_file, len(config.models))
         return True
 
-    async def reload_on_signal(self) -> None:
-        """SIGHUP: the config file (when there is one) and the repository, at once."""
+    async def reload_on_signal(self) -> str | None:
+        """SIGHUP: the config file (when there is one) and the repository, at once;
+        the refusal's text when the file's config was refused (None: applied)."""
         if self.model_repository:
             await self._rescan_repository()
-        if self.model_config_file:
-            await self.reload_config_file()
+        if self.model_config_file and not await self.reload_config_file():
+            return self._refusal
+        return None
 
     async def reload_from_message(self, message) -> None:
         """HandleReloadConfigRequest: the ModelServerConfig a client sent replaces the one

@@ -20,9 +20,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from . import batch_options, systemd
 from .api import Api
 from .cli import Options
-from . import batch_options
 from .batch_options import BatchOptions
 from .errors import ServingError
 from .manager import Manager
@@ -58,6 +58,9 @@ class Server:
         self._health: Any = None
         self._bound_socket_path: str | None = None  # ours to remove at exit
         self._batching: BatchOptions | None = None  # --enable_batching's parameters
+        self._notifier = systemd.Notifier()
+        self._inherited: list[socket.socket] = []  # socket activation's listeners
+        self._status_pending = False
 
     def _loader(self, name: str, aspired: AspiredVersion) -> SavedModelLoader:
         intra, inter = self.options.session_threads()
@@ -101,6 +104,7 @@ class Server:
             # while the first versions load.
             grpc_import = loop.run_in_executor(None, importlib.import_module, "edgeserve.grpc_api")
         self._batching = _batching_options(options)
+        self._inherited = systemd.inherited_sockets()
         try:
             # The first poll and loads come before the ports open, as in TF Serving.
             await self._load_initial_config()
@@ -126,17 +130,44 @@ class Server:
                 enable_cors=options.rest_api_enable_cors_support,
                 run_timeout_ms=options.rest_api_timeout_in_ms,
             )
+            inherited = systemd.pick(self._inherited, port=options.rest_api_port)
+            where = {"sock": inherited} if inherited else {
+                "host": options.bind_address, "port": options.rest_api_port, "reuse_address": True}
             listener = await loop.create_server(
-                lambda: HttpProtocol(rest, self._connections),
-                host=options.bind_address,
-                port=options.rest_api_port,
-                reuse_address=True,
-                backlog=1024,
+                lambda: HttpProtocol(rest, self._connections), backlog=1024, **where
             )
             self._listeners.append(listener)
             self._tasks.append(loop.create_task(self._sweep()))
             log.info("Exporting HTTP/REST API at:%s:%d ...", options.bind_address, options.rest_api_port)
         self.core.start_polling(options.model_config_file_poll_wait_seconds)
+        for sock in self._inherited:  # handed over, but no flag asks for it
+            log.warning("Ignoring inherited socket %s: no port or socket path flag names it", sock.getsockname())
+            sock.close()
+        self._inherited = []
+        # systemd: ready once the ports listen and the models present at start loaded.
+        self._notifier.ready(systemd.status_line(self.manager))
+        self.manager.add_listener(self._status_changed)
+        if self._notifier.watchdog_seconds:
+            self._tasks.append(loop.create_task(self._watchdog(self._notifier.watchdog_seconds)))
+
+    def _status_changed(self, _name: str) -> None:
+        """A model's versions changed: systemd's STATUS= follows, at most twice a second."""
+        if self._status_pending or not self._notifier.enabled:
+            return
+        self._status_pending = True
+
+        def send() -> None:
+            self._status_pending = False
+            self._notifier.status(systemd.status_line(self.manager))
+
+        asyncio.get_running_loop().call_later(0.5, send)
+
+    async def _watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 from the event loop itself: a blocked loop misses it and systemd
+        restarts the process."""
+        while True:
+            self._notifier.watchdog()
+            await asyncio.sleep(interval)
 
     async def _start_grpc(self, grpc_api: Any, api: Api) -> None:
         """Both gRPC services (+ health, reflection) on --port and/or --grpc_socket_path."""
@@ -168,16 +199,21 @@ class Server:
         services = ServerReflection.extend(services)
         if options.port:
             server = grpc_api.GrpcServer(services)
-            await server.start(
-                options.bind_address, options.port, ssl=ssl_context, reuse_address=True, backlog=1024
-            )
+            inherited = systemd.pick(self._inherited, port=options.port)
+            where = {"sock": inherited} if inherited else {
+                "host": options.bind_address, "port": options.port, "reuse_address": True}
+            await server.start(ssl=ssl_context, backlog=1024, **where)
             self._grpc_servers.append(server)
             log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, options.port)
         if options.grpc_socket_path:
-            _remove_stale_socket(options.grpc_socket_path)
             server = grpc_api.GrpcServer(services)
-            await server.start(path=options.grpc_socket_path, ssl=ssl_context, backlog=1024)
-            self._bound_socket_path = options.grpc_socket_path
+            inherited = systemd.pick(self._inherited, unix_path=options.grpc_socket_path)
+            if inherited is not None:  # systemd's socket: it creates and removes the file
+                await server.start(sock=inherited, ssl=ssl_context, backlog=1024)
+            else:
+                _remove_stale_socket(options.grpc_socket_path)
+                await server.start(path=options.grpc_socket_path, ssl=ssl_context, backlog=1024)
+                self._bound_socket_path = options.grpc_socket_path
             self._grpc_servers.append(server)
             log.info("Running gRPC ModelServer at UNIX socket %s ...", options.grpc_socket_path)
 
@@ -207,9 +243,17 @@ class Server:
             log.warning("SIGHUP: there is no --model_config_file to re-read")
             return
         log.info("SIGHUP: re-reading the model config")
-        task = asyncio.get_running_loop().create_task(self.core.reload_on_signal())
+        task = asyncio.get_running_loop().create_task(self._reload_on_signal())
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)  # one per SIGHUP: do not keep them
+
+    async def _reload_on_signal(self) -> None:
+        self._notifier.reloading()
+        refusal = await self.core.reload_on_signal()
+        status = systemd.status_line(self.manager)
+        if refusal:
+            status = f"config reload refused, the previous config stays: {refusal}; {status}"
+        self._notifier.ready(status)
 
     async def _sweep(self) -> None:
         while True:
@@ -231,6 +275,7 @@ class Server:
     async def stop(self) -> None:
         started = time.monotonic()
         grace = self.options.shutdown_grace_period_seconds
+        self._notifier.stopping()
         for listener in self._listeners:
             listener.close()
         if self._health is not None:
