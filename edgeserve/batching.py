@@ -337,7 +337,8 @@ class BatchQueue:
         deadlines = [t.deadline for t in batch]
         timeout_ms = 0
         if all(d is not None for d in deadlines):
-            timeout_ms = max(1, int((max(deadlines) - time.monotonic()) * 1000))
+            # A power of two, as grpc_api.run_timeout_ms: each timeout is a prepared callable.
+            timeout_ms = 1 << (max(1, int((max(deadlines) - time.monotonic()) * 1000)) - 1).bit_length()
         key = batch[0].key
         outputs = await self.runner.run(merged, list(key[0]) if key[0] else None, timeout_ms)
         for array in outputs.values():  # batching_session.cc's checks and texts
