@@ -290,13 +290,16 @@ def start_server(procs: Processes, client: Client, name: str, models: dict[str, 
 
 
 def load_command(running: Running, client: Client, model: str, protocol: str, clients: int,
-                 duration: float, log_path: str | None = None) -> list[str]:
+                 duration: float, log_path: str | None = None, one_connection: bool = False) -> list[str]:
     pin = ["taskset", "-c", CLIENT_CORE]
     if protocol == "rest":
         return pin + ["wrk", "-t1", f"-c{clients}", f"-d{duration:g}s", "--latency",
                       "-s", client.lua[model],
                       f"http://127.0.0.1:{running.rest_port}/v1/models/{model}:predict"]
-    cmd = pin + ["h2load", "-t", "1", "-c", str(clients), "-m", "1", "-D", f"{duration:g}",
+    # N clients: N h2c connections with one call in flight each, or (--grpc-one-connection)
+    # one connection with N concurrent streams, as bench/grpc_bench.py loads.
+    conns, streams = (1, clients) if one_connection else (clients, 1)
+    cmd = pin + ["h2load", "-t", "1", "-c", str(conns), "-m", str(streams), "-D", f"{duration:g}",
                  "-d", client.grpc_body[model],
                  "-H", "content-type: application/grpc", "-H", "te: trailers"]
     if log_path:
@@ -305,7 +308,7 @@ def load_command(running: Running, client: Client, model: str, protocol: str, cl
 
 
 def run_point(running: Running, client: Client, model: str, protocol: str, clients: int,
-              duration: float, workdir: str) -> dict:
+              duration: float, workdir: str, one_connection: bool = False) -> dict:
     """One load point: requests/s, p50/p99 µs, errors, mean batch, foreign load on core 0."""
     log_path = os.path.join(workdir, f"h2load.{running.name}.{model}.{clients}.tsv")
     if os.path.exists(log_path):
@@ -314,7 +317,8 @@ def run_point(running: Running, client: Client, model: str, protocol: str, clien
     before = read_counters(running.rest_port, model) if counting else None
     pid = running.proc.pid  # taskset execs: this is the server itself
     cpu0, core0 = cpu_seconds(pid), core_jiffies(SERVER_CORE)
-    out = subprocess.run(load_command(running, client, model, protocol, clients, duration, log_path),
+    out = subprocess.run(load_command(running, client, model, protocol, clients, duration, log_path,
+                                      one_connection),
                          capture_output=True, text=True, timeout=duration + 60)
     cpu1, core1 = cpu_seconds(pid), core_jiffies(SERVER_CORE)
     after = read_counters(running.rest_port, model) if counting else None
@@ -351,7 +355,8 @@ def measure(running: Running, client: Client, model: str, protocol: str, workdir
     for c in args.clients:
         best = None
         for _attempt in range(1 + args.retries):
-            r = run_point(running, client, model, protocol, c, args.duration, workdir)
+            r = run_point(running, client, model, protocol, c, args.duration, workdir,
+                          args.grpc_one_connection)
             if best is None or r["foreign_pct"] < best["foreign_pct"]:
                 best = r
             if r["foreign_pct"] <= args.max_foreign:
@@ -653,6 +658,9 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--max-foreign", type=float, default=10.0,
                    help="%% of core 0 other processes may use in a point before it is repeated (default 10)")
     p.add_argument("--retries", type=int, default=1, help="repeats of a disturbed point (default 1)")
+    p.add_argument("--grpc-one-connection", action="store_true",
+                   help="gRPC load over one h2c connection with N streams (as grpc_bench.py)"
+                        " instead of N connections")
     p.add_argument("--ceiling-seconds", type=float, default=0.4, help="per batch size (default 0.4)")
     p.add_argument("--no-ceiling", action="store_true")
     p.add_argument("--profile", default="", help="NAME:MODEL:PROTOCOL:CLIENTS[,...] to record with py-spy"

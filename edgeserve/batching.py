@@ -182,7 +182,8 @@ class BatchQueue:
         self._pending: deque[_Task] = deque()
         self._pending_rows = 0
         self._running = 0
-        self._looking = False  # a look at the queue is scheduled
+        self._looking = False  # a look at the queue is scheduled (call_soon)
+        self._timer: asyncio.TimerHandle | None = None  # the fixed rule's wait
         self.batches = 0  # batches run and rows in them, for the benchmark's mean size
         self.batched_rows = 0
 
@@ -199,6 +200,8 @@ class BatchQueue:
             raise invalid_argument(
                 f"Task size {rows} is larger than maximum input batch size {options.max_batch_size}"
             )
+        if rows == 0:  # nothing to batch (and no row to pad with)
+            return await self.runner.run(inputs, output_filter, timeout_ms)
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else None
         if rows <= self._limit:
             return await self._submit(inputs, rows, output_filter, deadline)
@@ -258,10 +261,13 @@ class BatchQueue:
         wait = self.options.batch_timeout_micros / 1e6 - age
         if wait <= 0:
             return False
-        if not self._looking:
-            self._looking = True
-            asyncio.get_running_loop().call_later(wait, self._look)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._timer_fired)
         return True
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._look()
 
     def _take(self) -> list[_Task]:
         """The oldest waiting request and those behind it that fit in its batch."""

@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -150,11 +149,10 @@ def servers(tmp_path_factory, request):
             server.wait_ready()
             served[name] = Served(server)
         main = served["batching"]
-        # Every model up (or, for bad, settled) before the tests start.
+        # Every model up before the tests start (bad: its version 1).
         main.server.wait_for(lambda: all(
             any(state == "AVAILABLE" for state, _, _ in main.statuses(name).values())
             for name in ("reveal", "examples", "counter", "split", "slow", "bad", *present)))
-        main.server.wait_for(lambda: main.statuses("bad").get(2, ("",))[0] == "END")
         served["present"] = present
         served["root"] = root
         yield served
@@ -330,14 +328,22 @@ def test_per_model_parameters_override_the_server_wide_file(servers):
 
 def test_bad_per_model_file_fails_that_version_only(servers):
     main = servers["batching"]
-    statuses = main.statuses("bad")
+
+    def settled():
+        now = main.statuses("bad")
+        return now if now.get(2, ("",))[0] == "END" else None
+
+    statuses = main.server.wait_for(settled, timeout=15)
     path = servers["root"] / "bad" / "2" / "batching_params.pbtxt"
     assert statuses[1] == ("AVAILABLE", "OK", "")
     state, code, message = statuses[2]
     assert (state, code) == ("END", "INVALID_ARGUMENT")
     assert message == (f"Invalid batching parameters in {path}: Last entry in allowed_batch_sizes "
                        "must match max_batch_size; last entry was 4; expected 8")
-    # Version 1 serves, batched with the server-wide parameters.
+    # Nothing else disturbed: version 1 serves, batched with the server-wide
+    # parameters, and so do the other models.
+    assert main.statuses("reveal") == {1: ("AVAILABLE", "OK", "")}
+    assert main.statuses("split") == {1: ("AVAILABLE", "OK", "")}
     status, out = main.predict_rest("bad", {"x": column([2])})
     assert status == 200 and out["y"].tolist() == [[3.0]] and out["batch"].tolist() == [[4.0]]
 
@@ -370,7 +376,7 @@ def test_bad_batching_parameters_file_stops_the_server_naming_it(tmp_path, text,
 
 def test_full_queue_is_503_over_rest_and_unavailable_over_grpc(servers):
     """slow: one batch thread, batches of one row, one batch queued. With one request
-    running (~0.4 s) and one queued, the next are refused at once."""
+    running (~0.8 s) and one queued, the next are refused at once."""
     main = servers["batching"]
 
     def slow(x, spin, protocol):
@@ -385,7 +391,7 @@ def test_full_queue_is_503_over_rest_and_unavailable_over_grpc(servers):
     (status, out), _ = slow(1, 1, "rest")  # the signature's first run
     assert status == 200 and out["y"].tolist() == [[2.5]]
     with ThreadPoolExecutor(2) as pool:
-        running = pool.submit(slow, 2, 50000, "rest")
+        running = pool.submit(slow, 2, 100000, "rest")
         time.sleep(0.1)
         queued = pool.submit(slow, 4, 1, "grpc")
         time.sleep(0.1)
