@@ -41,7 +41,7 @@ import math
 import time
 from collections import deque
 from concurrent.futures import Executor
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -112,6 +112,34 @@ class SignatureRunner:
                 self.inline = p99 < self._threshold
                 self._inline_bytes = 2 * self._largest
                 self._largest = 0
+
+    def start(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] | None,
+        timeout_ms: int,
+        done: Callable[[dict | None, BaseException | None], None],
+    ) -> None:
+        """`run` for callers that want a callback (the batcher): `done(outputs, None)` or
+        `done(None, error)`, at once when the run is inline."""
+        nbytes = _nbytes(inputs)
+        if self.inline and nbytes <= self._inline_bytes:
+            try:
+                outputs = self._timed_run(inputs, output_filter, nbytes, True, timeout_ms)
+            except Exception as exc:
+                done(None, exc)
+            else:
+                done(outputs, None)
+            return
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._timed_run, inputs, output_filter, nbytes, False, timeout_ms
+        )
+
+        def finished(f: asyncio.Future) -> None:
+            error = asyncio.CancelledError() if f.cancelled() else f.exception()
+            done(None, error) if error is not None else done(f.result(), None)
+
+        future.add_done_callback(finished)
 
     async def run(
         self,
@@ -250,7 +278,7 @@ class BatchQueue:
             batch = self._take()
             if batch:
                 self._running += 1
-                asyncio.get_running_loop().create_task(self._run_batch(batch))
+                self._start(batch)
 
     def _waits_for_more(self) -> bool:
         """TF Serving's fixed rule: a batch short of the limit waits until its oldest
@@ -299,31 +327,22 @@ class BatchQueue:
         self._pending.extendleft(reversed(kept))
         return batch
 
-    async def _run_batch(self, batch: list[_Task]) -> None:
+    def _start(self, batch: list[_Task]) -> None:
+        """Runs a batch; its requests' futures are settled in `_finish`. Callbacks, not
+        a task: an inline batch is answered in this very loop iteration."""
         try:
-            try:
-                outputs, rows = await self._run_merged(batch)
-            except Exception as exc:  # every request of the batch gets the status
-                error = exc if isinstance(exc, ServingError) else internal(f"{type(exc).__name__}: {exc}")
-                for task in batch:
-                    if not task.future.done():
-                        task.future.set_exception(error)
-                return
-            self.batches += 1
-            self.batched_rows += rows
-            start = 0
-            for task in batch:
-                end = start + task.rows
-                if not task.future.done():
-                    task.future.set_result({alias: array[start:end] for alias, array in outputs.items()})
-                start = end
-        finally:
-            self._running -= 1
-            if self._pending and not self._looking:
-                self._looking = True
-                asyncio.get_running_loop().call_soon(self._look)
+            merged, rows, padded, output_filter, timeout_ms = self._merge(batch)
+        except Exception as exc:
+            self._finish(batch, 0, 0, None, exc)
+            return
+        self.runner.start(
+            merged, output_filter, timeout_ms,
+            lambda outputs, error: self._finish(batch, rows, padded, outputs, error),
+        )
 
-    async def _run_merged(self, batch: list[_Task]) -> tuple[dict[str, np.ndarray], int]:
+    def _merge(self, batch: list[_Task]):
+        """The batch's inputs, stacked and padded; with its rows, padded size, output
+        filter and run timeout."""
         rows = sum(t.rows for t in batch)
         merged = {}
         for alias in batch[0].inputs:
@@ -345,15 +364,44 @@ class BatchQueue:
         if all(d is not None for d in deadlines):
             # A power of two, as grpc_api.run_timeout_ms: each timeout is a prepared callable.
             timeout_ms = 1 << (max(1, int((max(deadlines) - time.monotonic()) * 1000)) - 1).bit_length()
-        key = batch[0].key
-        outputs = await self.runner.run(merged, list(key[0]) if key[0] else None, timeout_ms)
-        for array in outputs.values():  # batching_session.cc's checks and texts
-            if array.ndim == 0:
-                raise ServingError(StatusCode.FAILED_PRECONDITION, "Batched output tensor has 0 dimensions")
-            if array.shape[0] != padded:
-                raise ServingError(
-                    StatusCode.FAILED_PRECONDITION,
-                    "Batched output tensor's 0th dimension does not equal the sum of the 0th "
-                    "dimension sizes of the input tensors",
-                )
-        return outputs, rows
+        output_filter = batch[0].key[0]
+        return merged, rows, padded, list(output_filter) if output_filter else None, timeout_ms
+
+    def _finish(self, batch: list[_Task], rows: int, padded: int, outputs, error) -> None:
+        try:
+            if error is None:
+                error = _check_outputs(outputs, padded)
+            if error is not None:  # every request of the batch gets the status
+                if not isinstance(error, ServingError):
+                    error = internal(f"{type(error).__name__}: {error}")
+                for task in batch:
+                    if not task.future.done():
+                        task.future.set_exception(error)
+                return
+            self.batches += 1
+            self.batched_rows += rows
+            start = 0
+            for task in batch:
+                end = start + task.rows
+                if not task.future.done():
+                    task.future.set_result({alias: array[start:end] for alias, array in outputs.items()})
+                start = end
+        finally:
+            self._running -= 1
+            if self._pending and not self._looking:
+                self._looking = True
+                asyncio.get_running_loop().call_soon(self._look)
+
+
+def _check_outputs(outputs: Mapping[str, np.ndarray], padded: int) -> ServingError | None:
+    """batching_session.cc's checks and texts: every output splits by rows."""
+    for array in outputs.values():
+        if array.ndim == 0:
+            return ServingError(StatusCode.FAILED_PRECONDITION, "Batched output tensor has 0 dimensions")
+        if array.shape[0] != padded:
+            return ServingError(
+                StatusCode.FAILED_PRECONDITION,
+                "Batched output tensor's 0th dimension does not equal the sum of the 0th "
+                "dimension sizes of the input tensors",
+            )
+    return None
