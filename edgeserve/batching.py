@@ -212,6 +212,9 @@ class BatchQueue:
         self._running = 0
         self._looking = False  # a look at the queue is scheduled (call_soon)
         self._timer: asyncio.TimerHandle | None = None  # the fixed rule's wait
+        self._last_batch = 1  # requests in the batch started last: 1 = light load
+        self._started_at_once = False  # a lone request started at once this iteration
+        self._deferred = False  # this look was put off by one iteration
         self.batches = 0  # batches run and rows in them, for the benchmark's mean size
         self.batched_rows = 0
 
@@ -265,19 +268,47 @@ class BatchQueue:
         task = _Task(inputs, rows, key, loop.create_future(), deadline)
         self._pending.append(task)
         self._pending_rows += rows
-        if not self._looking:
+        if (
+            self._running == 0 and len(self._pending) == 1 and self._last_batch == 1
+            and not self._looking and not self._started_at_once and self.options.adaptive
+            and self.runner.inline  # a run on a worker costs far more than the hop saved
+        ):
+            # Light load, idle queue: start now, without a loop iteration in between
+            # (an inline run settles the future before the caller awaits it). Once
+            # per iteration, so a burst still forms a batch of the others.
+            self._started_at_once = True
+            loop.call_soon(self._next_iteration)
+            self._dispatch()
+        elif not self._looking:
             self._looking = True
             loop.call_soon(self._look)
         return task.future
 
+    def _next_iteration(self) -> None:
+        self._started_at_once = False
+
     def _look(self) -> None:
         self._looking = False
+        if (
+            self.options.adaptive and not self._deferred and self._last_batch > 1
+            and self._pending_rows < self._limit
+        ):
+            # Under load a batch is what one loop iteration received; one iteration
+            # more lets the next one grow (no timer: microseconds, not a timeout).
+            self._deferred = self._looking = True
+            asyncio.get_running_loop().call_soon(self._look)
+            return
+        self._deferred = False
+        self._dispatch()
+
+    def _dispatch(self) -> None:
         while self._pending and self._running < self.options.num_batch_threads:
             if not self.options.adaptive and self._waits_for_more():
                 return
             batch = self._take()
             if batch:
                 self._running += 1
+                self._last_batch = len(batch)
                 self._start(batch)
 
     def _waits_for_more(self) -> bool:
@@ -295,7 +326,7 @@ class BatchQueue:
 
     def _timer_fired(self) -> None:
         self._timer = None
-        self._look()
+        self._dispatch()
 
     def _take(self) -> list[_Task]:
         """The oldest waiting request and those behind it that fit in its batch."""

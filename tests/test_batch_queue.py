@@ -777,3 +777,24 @@ def test_loader_gives_the_servable_its_parameters_and_a_bad_file_fails_the_load(
     with pytest.raises(ServingError) as info:
         SavedModelLoader(str(path), batching=server_wide, per_model_batching=True).load()
     assert info.value.message.startswith(f"Invalid batching parameters in {path / 'batching_params.pbtxt'}: 1:")
+
+
+def test_lone_request_to_an_idle_inline_queue_is_answered_without_a_loop_iteration(models):
+    """Light load: the request runs inline the moment it is queued, so its coroutine
+    finishes without ever suspending; a burst in the same iteration still batches."""
+    q = make_queue(models.reveal, models.executor, threshold=1.0, max_batch_size=64)
+
+    async def scenario():
+        for i in range(64):  # enough timed runs for the runner to go inline
+            await q.run({"x": column([i])})
+        assert q.runner.inline
+        coro = q.run({"x": column([7])})
+        with pytest.raises(StopIteration) as done:
+            coro.send(None)  # no suspension: the answer is there at once
+        check_reveal(column([7]), done.value.value, batch=1)
+        await asyncio.sleep(0)  # the next loop iteration
+        answers = await asyncio.gather(*(q.run({"x": column([i])}) for i in range(5)))
+        # The first of the burst starts at once; the other four share a batch.
+        assert [int(a["batch"][0, 0]) for a in answers] == [1, 4, 4, 4, 4]
+
+    asyncio.run(scenario())
