@@ -20,7 +20,12 @@ those queued behind it that agree with it on dtypes, on every dimension but the 
 a batch of up to the batch limit and run. So a request to an idle model runs at once,
 alone; under load, requests arriving while batches run accumulate and leave together
 as soon as a batch thread is free. No request ever waits for a batch to fill:
-`batch_timeout_micros` is an upper bound that this rule always keeps.
+`batch_timeout_micros` is an upper bound that this rule always keeps. Two refinements,
+measured in bench/batching.py: at light load (the last batch held one request) a lone
+request to an idle queue whose runs are inline starts the moment it is queued, without
+the loop iteration in between (once per iteration, so a burst still batches); under
+load (the last batch held several) a queue short of a full batch is looked at one
+loop iteration later, so the batch also takes what the next read brings.
 (`--adaptive_batching=false` restores TF Serving's rule for comparison: a batch that
 is not full waits until its oldest request is `batch_timeout_micros` old.)
 
