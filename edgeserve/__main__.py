@@ -18,7 +18,17 @@ def _versions() -> str:
     return f"TensorFlow ModelServer: edgeserve-{__version__}\nTensorFlow Library: {tf}"
 
 
+REQUIRED_PYTHON = (3, 11)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if sys.version_info < REQUIRED_PYTHON:  # before anything that would not import there
+        print(
+            "edgeserve needs Python %d.%d or newer; this is Python %d.%d (%s)"
+            % (*REQUIRED_PYTHON, *sys.version_info[:2], sys.executable),
+            file=sys.stderr,
+        )
+        return 2
     from . import cli
 
     options = cli.parse_args(sys.argv[1:] if argv is None else argv)
