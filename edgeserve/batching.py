@@ -128,7 +128,7 @@ class SignatureRunner:
         """`run` for callers that want a callback (the batcher): `done(outputs, None)` or
         `done(None, error)`, at once when the run is inline."""
         nbytes = _nbytes(inputs)
-        if self.inline and nbytes <= self._inline_bytes:
+        if self._runs_inline(nbytes):
             try:
                 outputs = self._timed_run(inputs, output_filter, nbytes, True, timeout_ms)
             except Exception as exc:
@@ -136,15 +136,21 @@ class SignatureRunner:
             else:
                 done(outputs, None)
             return
-        future = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._timed_run, inputs, output_filter, nbytes, False, timeout_ms
-        )
+        future = self._on_worker(inputs, output_filter, nbytes, timeout_ms)
 
         def finished(f: asyncio.Future) -> None:
             error = asyncio.CancelledError() if f.cancelled() else f.exception()
             done(None, error) if error is not None else done(f.result(), None)
 
         future.add_done_callback(finished)
+
+    def _runs_inline(self, nbytes: int) -> bool:
+        return self.inline and nbytes <= self._inline_bytes
+
+    def _on_worker(self, inputs, output_filter, nbytes: int, timeout_ms: int) -> asyncio.Future:
+        return asyncio.get_running_loop().run_in_executor(
+            self._executor, self._timed_run, inputs, output_filter, nbytes, False, timeout_ms
+        )
 
     async def run(
         self,
@@ -153,15 +159,11 @@ class SignatureRunner:
         timeout_ms: int = 0,
     ) -> dict[str, np.ndarray]:
         nbytes = _nbytes(inputs)
-        if self.inline and nbytes <= self._inline_bytes:
+        if self._runs_inline(nbytes):
             # Inline runs are the ones measured tiny: the runtime does them on this
             # thread too, without handing them to its own pool.
             return self._timed_run(inputs, output_filter, nbytes, True, timeout_ms)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._timed_run, inputs, output_filter, nbytes, False, timeout_ms
-        )
-
+        return await self._on_worker(inputs, output_filter, nbytes, timeout_ms)
 
 def batchable(signature: SignatureSpec) -> bool:
     """Whether every input and output has a first dimension of unknown size (a batch

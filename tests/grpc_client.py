@@ -12,6 +12,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+import models
+
 # Every call carries a deadline: a hung server fails the test instead of the run.
 TIMEOUT = 10.0
 
@@ -248,10 +250,7 @@ def export_tf1_examples_model(base_path: str | os.PathLike, version: int = 1) ->
             "matmul": sm.predict_signature_def({"m": m}, {"row_sums": row_sums}),
         }
         with v1.Session(graph=graph) as session:
-            builder = sm.Builder(path)
-            builder.add_meta_graph_and_variables(
-                session, [sm.tag_constants.SERVING], signature_def_map=signatures)
-            builder.save()
+            models.save_tf1(session, path, signatures)
     return path
 
 

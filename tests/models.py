@@ -95,18 +95,12 @@ def export_tf1_counter(base_path: str, version: int = 1) -> str:
 
         with v1.Session(graph=graph) as session:
             session.run(v1.global_variables_initializer())
-            builder = v1.saved_model.Builder(path)
-            builder.add_meta_graph_and_variables(
-                session,
-                ["serve"],
-                signature_def_map={
-                    "incr_counter": sig({}, incr),
-                    "incr_counter_by": sig({"delta": delta}, incr_by),
-                    "reset_counter": sig({}, reset),
-                    "get_counter": sig({}, counter),
-                },
-            )
-            builder.save()
+            save_tf1(session, path, {
+                "incr_counter": sig({}, incr),
+                "incr_counter_by": sig({"delta": delta}, incr_by),
+                "reset_counter": sig({}, reset),
+                "get_counter": sig({}, counter),
+            })
     return path
 
 
@@ -130,8 +124,14 @@ def export_tf1_spin(base_path: str, version: int = 1) -> str:
             method_name=v1.saved_model.signature_constants.PREDICT_METHOD_NAME,
         )
         with v1.Session(graph=graph) as session:
-            builder = v1.saved_model.Builder(path)
-            builder.add_meta_graph_and_variables(
-                session, ["serve"], signature_def_map={"serving_default": sig})
-            builder.save()
+            save_tf1(session, path, {"serving_default": sig})
     return path
+
+
+def save_tf1(session, path: str, signatures: dict) -> None:
+    """Saves a TF1 session's graph and variables as a SavedModel with the serve tag."""
+    import tensorflow as tf
+
+    builder = tf.compat.v1.saved_model.Builder(path)
+    builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+    builder.save()

@@ -34,6 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from models import save_tf1
 from conftest import tfserving_testdata
 from edgeserve import batch_options
 from edgeserve.batch_options import BatchOptions
@@ -122,10 +123,7 @@ def export_examples(base_path, version: int = 1) -> str:
             "regress": sm.regression_signature_def(serialized, regression),
         }
         with v1.Session(graph=graph) as session:
-            builder = sm.Builder(path)
-            builder.add_meta_graph_and_variables(
-                session, [sm.tag_constants.SERVING], signature_def_map=signatures)
-            builder.save()
+            save_tf1(session, path, signatures)
     return path
 
 
