@@ -57,7 +57,9 @@ import time
 from dataclasses import dataclass, field
 
 from batching_model import BATCH_SIZES, HPT_NAME, MLP_NAME, request_rows, rows_per_request
-from common import BENCH_DIR, REPO_ROOT, Processes, child_env, fmt, free_port, median, start_driver, tail
+from common import (
+    BENCH_DIR, REPO_ROOT, Processes, fmt, free_port, median, run_for_json, start_driver, tail,
+)
 from grpc_bench import CLK_TCK, core_jiffies, cpu_seconds, parse_h2load, percentiles
 from results_md import RESULTS_MD, write_section
 from run import machine_info, parse_wrk
@@ -405,18 +407,7 @@ def run_ceiling(procs: Processes, model_dir: str, workdir: str, seconds: float) 
     log_path = os.path.join(workdir, "ceiling.log")
     cmd = ["taskset", "-c", SERVER_CORE, sys.executable, HELPER, "ceiling", model_dir,
            "--seconds", f"{seconds:g}", "--json"]
-    with open(out_path, "wb") as out, open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=log,
-                                cwd=REPO_ROOT, env=child_env(), start_new_session=True)
-        procs.running.append(proc)
-        try:
-            proc.wait(timeout=300)
-        finally:
-            procs.stop(proc)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ceiling failed ({proc.returncode}): {tail(log_path)}")
-    with open(out_path) as f:
-        return json.loads(f.read().strip().splitlines()[-1])
+    return run_for_json(procs, cmd, out_path, log_path, 300, "ceiling")
 
 
 def export_models(procs: Processes, model_dir: str, workdir: str) -> dict:

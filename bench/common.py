@@ -3,6 +3,7 @@ the exported model, and number formatting. The drivers (run.py for REST, grpc_be
 for gRPC) import these so both measure the same way."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -156,4 +157,22 @@ def start_driver(client_core: str, roles: str) -> bool:
     signal.signal(signal.SIGINT, _stop)
     os.sched_setaffinity(0, {int(client_core)})
     return True
+
+
+def run_for_json(procs: Processes, cmd: list[str], out_path: str, log_path: str,
+                 timeout: float, what: str) -> dict:
+    """Runs a measuring helper to its end and returns the JSON object on its last
+    stdout line; its stderr (TensorFlow's chatter) goes to `log_path`."""
+    with open(out_path, "wb") as out, open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=log,
+                                cwd=REPO_ROOT, env=child_env(), start_new_session=True)
+        procs.running.append(proc)
+        try:
+            proc.wait(timeout=timeout)
+        finally:
+            procs.stop(proc)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {tail(log_path)}")
+    with open(out_path) as f:
+        return json.loads(f.read().strip().splitlines()[-1])
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from common import (
     BENCH_DIR, MODEL_NAME, REPO_ROOT, Processes, child_env, export_model, fmt, free_port, median, rss_mb,
-    start_driver, tail,
+    run_for_json, start_driver, tail,
 )
 from results_md import write_section
 
@@ -231,19 +231,7 @@ def measure_inprocess(procs: Processes, model_base: str, workdir: str, args,
         "taskset", "-c", SERVER_CORE, sys.executable, os.path.join(BENCH_DIR, "inprocess.py"),
         os.path.join(model_base, "1"), "--duration", f"{args.duration:g}", "--json",
     ]
-    # stdout carries the JSON; TensorFlow's chatter goes to the log.
-    with open(out_path, "wb") as out, open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=log,
-                                cwd=REPO_ROOT, env=child_env(), start_new_session=True)
-        procs.running.append(proc)
-        try:
-            proc.wait(timeout=2 * args.duration + 120)
-        finally:
-            procs.stop(proc)
-    if proc.returncode != 0:
-        raise RuntimeError(f"inprocess.py failed ({proc.returncode}): {tail(log_path)}")
-    with open(out_path) as f:
-        return json.loads(f.read().strip().splitlines()[-1])
+    return run_for_json(procs, cmd, out_path, log_path, 2 * args.duration + 120, "inprocess.py")
 
 
 # --------------------------------------------------------------------------- report
