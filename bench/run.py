@@ -49,10 +49,11 @@ EXPECTED = [[2.5], [3.0], [4.5]]
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 CONNECTIONS = (1, 16, 64)
-SERVERS = ("edgeserve", "fastapi", "bare", "bare_fast")
+SERVERS = ("edgeserve", "edgeserve_metrics", "fastapi", "bare", "bare_fast")
 LABELS = {
     "inprocess": "in-process session.run",
     "edgeserve": "edgeserve",
+    "edgeserve_metrics": "edgeserve, Prometheus metrics on",
     "fastapi": "FastAPI + uvicorn",
     "bare": "bare uvloop + httptools",
     "bare_fast": "bare loop, edgeserve's session callable",
@@ -67,13 +68,16 @@ RSS_SETTLE = 0.5
 def server_command(name: str, port: int, model_base: str) -> list[str]:
     py = sys.executable
     version_dir = os.path.join(model_base, "1")
-    if name == "edgeserve":
-        return [
+    if name in ("edgeserve", "edgeserve_metrics"):
+        command = [
             py, "-m", "edgeserve",
             f"--rest_api_port={port}", "--port=0", "--bind_address=127.0.0.1",
             f"--model_name={MODEL_NAME}", f"--model_base_path={model_base}",
             "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1",
         ]
+        if name == "edgeserve_metrics":  # what recording costs (systemd/edgeserve.env turns it on)
+            command.append(f"--monitoring_config_file={os.path.join(REPO_ROOT, 'systemd', 'monitoring.config')}")
+        return command
     if name == "fastapi":
         return [py, os.path.join(BENCH_DIR, "baseline_fastapi.py"), str(port), version_dir]
     if name == "bare":
@@ -288,6 +292,7 @@ def target_lines(rows: dict[str, dict | None]) -> list[str]:
         ("edgeserve rps@16 ≥ 0.9 × bare-with-edgeserve's-callable rps@16 (information)",
          "rps@16", bf, "ratio", ">=", 0.9),
     ]
+    em = rows.get("edgeserve_metrics")
     lines = []
     for text, key, ref, kind, op, limit in checks:
         ev = e.get(key) if e else None
@@ -301,6 +306,9 @@ def target_lines(rows: dict[str, dict | None]) -> list[str]:
         shown = f"{value:.2f}×" if kind == "ratio" else f"{value:+.1f} MB"
         lines.append(f"- {text}: {shown} (edgeserve {fmt(ev, 2)}, reference {fmt(rv, 2)})"
                      f" → **{'PASS' if ok else 'FAIL'}**")
+    if e and em and e.get("rps@16") and em.get("rps@16"):
+        lines.append(f"- Prometheus metrics on / off, rps@16 (information): {em['rps@16'] / e['rps@16']:.2f}×"
+                     f" ({fmt(em['rps@16'])} vs {fmt(e['rps@16'])})")
     return lines
 
 

@@ -9,13 +9,14 @@ signature is known.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import dtypes, inference
+from . import dtypes, inference, metrics
 from .batching import BatchQueue, SignatureRunner, batchable
 from .checks import check_inputs, check_output_filter, type_string
 from .errors import ServingError, StatusCode, invalid_argument
@@ -87,7 +88,7 @@ class Api:
             runner = SignatureRunner(ver.servable, signature_name, self._run_executor, self._inline_threshold)
             batching = getattr(ver.servable, "batch_options", None)
             if batching is not None and batchable(ver.servable.signatures[signature_name]):
-                runner = BatchQueue(runner, batching)
+                runner = BatchQueue(runner, batching, ver.id.name)
             ver.runners[signature_name] = runner
         return runner
 
@@ -133,7 +134,9 @@ class Api:
             check_inputs(signature, inputs)
             if output_filter:
                 check_output_filter(signature, output_filter)
+            started = time.perf_counter()
             outputs = await self._runner(ver, signature_name).run(inputs, output_filter, timeout_ms)
+            metrics.record_runtime(spec.name, "Predict", time.perf_counter() - started)
             return PredictResult(
                 ModelSpec(spec.name, ver.id.version, None, signature_name), signature, outputs
             )
@@ -179,10 +182,13 @@ class Api:
             else:
                 wanted = inference.regression_outputs(signature, describe)
             serialized = inference.serialized_examples(examples)
+            metrics.record_examples(spec.name, len(serialized))
             self._check_examples_input(signature)
+            started = time.perf_counter()
             outputs = await self._runner(ver, signature_name).run(
                 {inference.CLASSIFY_INPUTS: serialized}, wanted, timeout_ms
             )
+            metrics.record_runtime(spec.name, "Classify" if classify else "Regress", time.perf_counter() - started)
             if classify:
                 inference.fill_classification_result(outputs, len(serialized), result)
             else:
@@ -228,6 +234,7 @@ class Api:
                 wanted = inference.task_outputs(method_name, signature, self._describer(ver, signature_name))
                 plan.append((spec, method_name, signature_name, wanted))
             serialized = inference.serialized_examples(examples)
+            metrics.record_examples(model_name, len(serialized))
             for _spec, _method, signature_name, _wanted in plan:
                 self._check_examples_input(ver.servable.signatures[signature_name])
             inputs = {inference.CLASSIFY_INPUTS: serialized}

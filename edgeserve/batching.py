@@ -50,6 +50,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import metrics
 from .batch_options import BatchOptions
 from .errors import ServingError, StatusCode, internal, invalid_argument
 from .servable import Servable, SignatureSpec
@@ -210,9 +211,10 @@ def _pad_inner(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 class BatchQueue:
     """Batches the requests for one (version, signature); see the module docstring."""
 
-    def __init__(self, runner: SignatureRunner, options: BatchOptions) -> None:
+    def __init__(self, runner: SignatureRunner, options: BatchOptions, model_name: str = "") -> None:
         self.runner = runner
         self.options = options
+        self.model_name = model_name  # for the metrics' labels
         self._limit = options.batch_limit
         self._pending: deque[_Task] = deque()
         self._pending_rows = 0
@@ -224,6 +226,11 @@ class BatchQueue:
         self._deferred = False  # this look was put off by one iteration
         self.batches = 0  # batches run and rows in them, for the benchmark's mean size
         self.batched_rows = 0
+
+    @property
+    def waiting(self) -> int:
+        """Requests (or pieces of split ones) queued and not yet in a batch."""
+        return len(self._pending)
 
     async def run(
         self,
@@ -373,6 +380,10 @@ class BatchQueue:
         except Exception as exc:
             self._finish(batch, 0, 0, None, exc)
             return
+        if metrics.enabled():
+            now = time.monotonic()
+            metrics.record_batch(self.model_name, self.runner.signature_name, rows, padded,
+                                 [now - task.queued for task in batch])
         self.runner.start(
             merged, output_filter, timeout_ms,
             lambda outputs, error: self._finish(batch, rows, padded, outputs, error),

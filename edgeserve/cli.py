@@ -55,7 +55,6 @@ def num_schedulable_cpus() -> int:
 # the topic of that issue. Giving one a non-default value makes parse_args exit
 # with "--X is not supported yet". Delete an entry when its feature lands.
 NOT_SUPPORTED_YET: dict[str, str] = {
-    "monitoring_config_file": "monitoring",
     "use_alts_credentials": "gRPC credentials",
     "prefer_tflite_model": "TFLite",
     "num_tflite_pools": "TFLite",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -20,7 +21,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Server as _GrpclibServer
 
 from . import messages as pb
-from . import tensor_proto
+from . import metrics, tensor_proto
 from .api import Api, ModelSpec
 from .checks import check_input_names
 from .errors import ServingError, StatusCode
@@ -31,6 +32,7 @@ log = logging.getLogger("edgeserve.grpc")
 # TF Serving raises gRPC's default limits to the largest int32 (server.cc).
 DEFAULT_MAX_MESSAGE_BYTES = 2**31 - 1
 _ERROR_MESSAGE_LIMIT = 1024  # TF Serving's ToGRPCStatus truncates longer messages
+_COUNTED_METHODS = frozenset(("Predict", "Classify", "Regress"))
 _SIGNATURE_DEF_MAP_TYPE_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
 
@@ -165,19 +167,25 @@ class _Service:
         self.calls = calls
 
     def _unary(
-        self, method: Callable[[Any, int], Awaitable[Any]], request_type: type, response_type: type
+        self, name: str, method: Callable[[Any, int], Awaitable[Any]], request_type: type, response_type: type
     ) -> Handler:
         receive_limit = self.limits.max_receive_bytes
         send_limit = self.limits.max_send_bytes
         check_send = 0 <= send_limit < DEFAULT_MAX_MESSAGE_BYTES
         calls = self.calls
+        # TF Serving counts and times Predict, Classify and Regress calls only.
+        counted = name in _COUNTED_METHODS
 
         async def handle(stream: Any) -> None:
             if calls.draining:
                 raise GRPCError(Status.UNAVAILABLE, "The server is shutting down")
             calls.active += 1
+            request = None
+            code = StatusCode.OK
+            started = 0.0
             try:
                 request = await _receive(stream, request_type, receive_limit)
+                started = time.perf_counter()
                 response = await method(request, run_timeout_ms(stream))
                 if check_send and response.ByteSize() > send_limit:
                     raise ServingError(
@@ -185,16 +193,24 @@ class _Service:
                         f"Sent message larger than max ({response.ByteSize()} vs. {send_limit})",
                     )
             except ServingError as exc:
+                code = exc.code
                 raise _grpc_error(exc) from None
-            except GRPCError:
+            except GRPCError as exc:
+                code = StatusCode(exc.status.value)
                 raise
             except Exception as exc:  # a bug must cost one call, not the server
+                code = StatusCode.INTERNAL
                 log.exception("Internal error in %s", method.__name__)
                 raise GRPCError(Status.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}") from None
             else:
+                if counted:
+                    metrics.record_request(
+                        request.model_spec.name, name, "GRPC", code, time.perf_counter() - started)
                 await stream.send_message(response)
             finally:
                 calls.active -= 1
+                if counted and code != StatusCode.OK and request is not None:
+                    metrics.record_request(request.model_spec.name, name, "GRPC", code, 0.0)
 
         return Handler(handle, Cardinality.UNARY_UNARY, request_type, response_type)
 
@@ -203,7 +219,7 @@ class _Service:
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
-            f"/{self.service_name}/{name}": self._unary(method, request_type, response_type)
+            f"/{self.service_name}/{name}": self._unary(name, method, request_type, response_type)
             for name, (method, request_type, response_type) in self._methods().items()
         }
 

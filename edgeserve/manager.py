@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
-from . import memory
+from . import memory, metrics
 from .errors import ServingError, StatusCode, internal, invalid_argument, not_found
 from .policy import AVAILABILITY, REFUSE, RESOURCE, WAIT, VersionView, choose_mode, next_action, pending_load
 from .resources import ResourceTracker, estimate_bytes, format_bytes
@@ -322,6 +322,7 @@ class Manager:
                 except Exception as exc:  # a load must never take the server down
                     error = exc if isinstance(exc, ServingError) else internal(f"{type(exc).__name__}: {exc}")
                     ver.error = error
+                    metrics.record_load(model.name, ver.path, False, time.monotonic() - started, error.code)
                     if self._stopping or not ver.aspired or attempt > self._max_retries or swap:
                         self.resources.release(ver.id)
                         ver.state, ver.failed = ManagerState.END, True
@@ -364,9 +365,9 @@ class Manager:
                 ver.servable, ver.error = servable, None
                 ver.state = ManagerState.AVAILABLE
                 self._refresh_latest(model)
-                log.info(
-                    "Successfully loaded servable version %s in %.2fs", ver.id, time.monotonic() - started
-                )
+                seconds = time.monotonic() - started
+                metrics.record_load(model.name, ver.path, True, seconds, StatusCode.OK)
+                log.info("Successfully loaded servable version %s in %.2fs", ver.id, seconds)
                 return
         finally:
             model.busy = False
@@ -394,7 +395,9 @@ class Manager:
             self.resources.release(ver.id)
             self._memory_freed()
             ver.state = ManagerState.END
-            log.info("Unloaded servable version %s in %.2fs", ver.id, time.monotonic() - started)
+            seconds = time.monotonic() - started
+            metrics.record_unload(model.name, seconds)
+            log.info("Unloaded servable version %s in %.2fs", ver.id, seconds)
         finally:
             model.busy = False
             self._step(model)
@@ -482,6 +485,11 @@ class Manager:
 
     def model_names(self) -> list[str]:
         return sorted(self._models)
+
+    def versions(self, name: str) -> list[LoadedVersion]:
+        """The versions held for `name`, in any state (read by the metrics)."""
+        model = self._models.get(name)
+        return [] if model is None else list(model.versions.values())
 
     def version_available(self, name: str, version: int) -> bool:
         model = self._models.get(name)

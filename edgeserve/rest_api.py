@@ -25,7 +25,7 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
-from . import dtypes, tensors
+from . import dtypes, metrics, tensors
 from .api import Api, ModelSpec
 from .errors import ServingError, StatusCode, internal, invalid_argument
 from .manager import VersionStatus
@@ -48,6 +48,9 @@ _CORS_HEADERS = (
     b"Access-Control-Allow-Methods: POST, GET\r\n"
     b"Access-Control-Allow-Headers: Content-Type\r\n"
 )
+_JSON = b"Content-Type: application/json\r\n"
+_METRICS_TYPE = b"Content-Type: " + metrics.CONTENT_TYPE.encode() + b"\r\n"
+_INFERENCE_KINDS = frozenset(("predict", "classify", "regress"))
 _INT64_MAX = 2**63 - 1
 _REASONS = {
     100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -144,11 +147,16 @@ def signature_def_map_json(signatures: Mapping[str, SignatureSpec]) -> dict:
 class RestApi:
     """Routes complete HTTP requests to the api layer; renders TF Serving's JSON."""
 
-    def __init__(self, api: Api, *, limits: Limits, enable_cors: bool, run_timeout_ms: int = 0) -> None:
+    def __init__(
+        self, api: Api, *, limits: Limits, enable_cors: bool, run_timeout_ms: int = 0,
+        metrics_path: str | None = None,
+    ) -> None:
         self.api = api
         self.limits = limits
         self.enable_cors = enable_cors
         self.run_timeout_ms = run_timeout_ms  # --rest_api_timeout_in_ms, for each model run
+        # --monitoring_config_file's Prometheus page, when enabled.
+        self.metrics_path = metrics_path.encode() if metrics_path else None
         self._routes: dict[bytes, _Route | ServingError] = {}
 
     # ---- routing -----------------------------------------------------------
@@ -196,18 +204,43 @@ class RestApi:
     # ---- handling ----------------------------------------------------------
 
     async def respond(self, req: Request) -> tuple[int, bytes, bytes]:
-        """(HTTP status, body, extra header lines) for one request; never raises."""
+        """(HTTP status, body, header lines, Content-Type first) for one request;
+        never raises. Counted in the metrics as TF Serving counts its REST requests."""
+        path = req.url.partition(b"?")[0]
+        if path == self.metrics_path:
+            return self._metrics_page(req)
+        started = time.perf_counter()
+        code = StatusCode.OK
         try:
             status, body, extra = await self._dispatch(req)
+            if status != 200:  # answered without an exception: 405
+                code = StatusCode.INVALID_ARGUMENT
         except ServingError as exc:
+            code = exc.code
             status, body, extra = exc.http_status, exc.json_body(), b""
         except Exception as exc:  # a bug must cost one request, not the server
             log.exception("Internal error answering %s %s", req.method, req.url)
             error = internal(f"Internal error: {type(exc).__name__}: {exc}")
+            code = error.code
             status, body, extra = error.http_status, error.json_body(), b""
+        route = self._routes.get(path)
+        if isinstance(route, _Route):
+            # TF Serving's API label is the URL's verb ("predict"); empty for GETs.
+            api = route.kind if route.kind in _INFERENCE_KINDS else ""
+            metrics.record_request(route.spec.name, api, "REST", code, time.perf_counter() - started)
+        else:
+            metrics.record_request("", "", "REST", code, time.perf_counter() - started)
         if self.enable_cors:
             extra += _CORS_HEADERS
-        return status, body, extra
+        return status, body, _JSON + extra
+
+    def _metrics_page(self, req: Request) -> tuple[int, bytes, bytes]:
+        if req.method not in (b"GET", b"HEAD"):
+            error = invalid_argument(
+                f"Malformed request: {req.method.decode('latin-1')} {self.metrics_path.decode()} "  # type: ignore[union-attr]
+                "(this path answers GET)")
+            return 405, error.json_body(), _JSON + b"Allow: GET\r\n"
+        return 200, metrics.page(), _METRICS_TYPE
 
     async def _dispatch(self, req: Request) -> tuple[int, bytes, bytes]:
         path, _, _query = req.url.partition(b"?")
@@ -501,7 +534,7 @@ class HttpProtocol(asyncio.Protocol):
         while self._queue and not self._busy and not self._closed and not self._writing_paused:
             req = self._queue.popleft()
             if isinstance(req, tuple):  # a fatal error: answer, then close
-                self._write(req[0], req[1], b"", keep_alive=False, http10=False, head=False)
+                self._write(req[0], req[1], _JSON, keep_alive=False, http10=False, head=False)
                 return
             coro = self.app.respond(req)
             try:
@@ -545,7 +578,6 @@ class HttpProtocol(asyncio.Protocol):
             connection = b"Connection: close\r\n"
         header = b"".join((
             _STATUS_LINES.get(status) or _status_line(status),
-            b"Content-Type: application/json\r\n",
             _Clock.date_header(),
             b"Content-Length: ", str(len(body)).encode(), b"\r\n",
             connection,

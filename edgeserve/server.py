@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import batch_options, systemd
+from . import batch_options, metrics, systemd
 from .api import Api
 from .cli import Options
 from .batch_options import BatchOptions
@@ -104,6 +104,11 @@ class Server:
             # while the first versions load.
             grpc_import = loop.run_in_executor(None, importlib.import_module, "edgeserve.grpc_api")
         self._batching = _batching_options(options)
+        metrics_path = _metrics_path(options)
+        if metrics_path and options.rest_api_port:
+            metrics.enable()
+            metrics.watch(self.manager)
+            self._tasks.append(loop.create_task(metrics.watch_loop_lag()))
         self._inherited = systemd.inherited_sockets()
         try:
             # The first poll and loads come before the ports open, as in TF Serving.
@@ -129,6 +134,7 @@ class Server:
                 ),
                 enable_cors=options.rest_api_enable_cors_support,
                 run_timeout_ms=options.rest_api_timeout_in_ms,
+                metrics_path=metrics_path,
             )
             inherited = systemd.pick(self._inherited, port=options.rest_api_port)
             where = {"sock": inherited} if inherited else {
@@ -139,6 +145,11 @@ class Server:
             self._listeners.append(listener)
             self._tasks.append(loop.create_task(self._sweep()))
             log.info("Exporting HTTP/REST API at:%s:%d ...", options.bind_address, options.rest_api_port)
+            if metrics_path:
+                log.info("Prometheus metrics at http://%s:%d%s", options.bind_address, options.rest_api_port,
+                         metrics_path)
+        elif metrics_path:
+            log.warning("--monitoring_config_file enables Prometheus, but its page needs --rest_api_port")
         self.core.start_polling(options.model_config_file_poll_wait_seconds)
         for sock in self._inherited:  # handed over, but no flag asks for it
             log.warning("Ignoring inherited socket %s: no port or socket path flag names it", sock.getsockname())
@@ -339,6 +350,16 @@ def _batching_options(options: Options) -> BatchOptions | None:
     except ServingError as exc:
         raise StartupError(exc.message) from None
     return dataclasses.replace(parameters, adaptive=options.adaptive_batching)
+
+
+def _metrics_path(options: Options) -> str | None:
+    """Where the REST port serves Prometheus's page (--monitoring_config_file), or None."""
+    if not options.monitoring_config_file:
+        return None
+    try:
+        return metrics.read_config(options.monitoring_config_file)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
 
 
 class StartupError(Exception):

@@ -39,7 +39,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import inference
+from . import inference, metrics
 from .checks import check_input_names, check_inputs, check_output_filter
 from .errors import ServingError, StatusCode, invalid_argument
 from .servable import CLASSIFY_METHOD_NAME, DEFAULT_SERVING_SIGNATURE_DEF_KEY, Servable
@@ -97,9 +97,10 @@ def run_warmup(servable: Servable, export_dir: str, num_request_iterations: int 
         message = exc.message
         if code == StatusCode.DATA_LOSS:
             message += ". Please verify your warmup data is in TFRecord format."
-        raise _failed(ServingError(code, message), path, num_records) from None
+        raise _failed(ServingError(code, message), path, num_records, started) from None
     except ServingError as exc:
-        raise _failed(exc, path, num_records) from None
+        raise _failed(exc, path, num_records, started) from None
+    metrics.record_warmup(export_dir, "OK", time.monotonic() - started, num_records)
     elapsed_us = int((time.monotonic() - started) * 1e6)
     log.info(
         "Finished reading warmup data for model at %s. Number of warmup records read: %d. "
@@ -109,7 +110,10 @@ def run_warmup(servable: Servable, export_dir: str, num_request_iterations: int 
     return num_records
 
 
-def _failed(error: ServingError, path: str, num_records: int) -> ServingError:
+def _failed(error: ServingError, path: str, num_records: int, started: float) -> ServingError:
+    # TF Serving labels the metrics with Status::ToString: "CODE: message".
+    export_dir = os.path.dirname(os.path.dirname(path))
+    metrics.record_warmup(export_dir, f"{error.code.name}: {error.message}", time.monotonic() - started, num_records)
     # The status stays TF Serving's; the log says it was the warmup.
     log.error("Model warmup failed at %s after %d record(s): %s", path, num_records, error.message)
     return error
