@@ -49,11 +49,14 @@ EXPECTED = [[2.5], [3.0], [4.5]]
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 CONNECTIONS = (1, 16, 64)
-SERVERS = ("edgeserve", "edgeserve_metrics", "fastapi", "bare", "bare_fast")
+SERVERS = ("edgeserve", "edgeserve_metrics", "edgeserve_lite", "edgeserve_lite_pyz", "fastapi", "bare", "bare_fast")
+LITE_PYZ = os.path.join(REPO_ROOT, "dist", "edgeserve-lite.pyz")  # make pyz-lite
 LABELS = {
     "inprocess": "in-process session.run",
     "edgeserve": "edgeserve",
     "edgeserve_metrics": "edgeserve, Prometheus metrics on",
+    "edgeserve_lite": "edgeserve, TFLite (no TensorFlow in the process)",
+    "edgeserve_lite_pyz": "edgeserve-lite.pyz, TFLite",
     "fastapi": "FastAPI + uvicorn",
     "bare": "bare uvloop + httptools",
     "bare_fast": "bare loop, edgeserve's session callable",
@@ -78,6 +81,14 @@ def server_command(name: str, port: int, model_base: str) -> list[str]:
         if name == "edgeserve_metrics":  # what recording costs (systemd/edgeserve.env turns it on)
             command.append(f"--monitoring_config_file={os.path.join(REPO_ROOT, 'systemd', 'monitoring.config')}")
         return command
+    if name in ("edgeserve_lite", "edgeserve_lite_pyz"):
+        # The same folder's model.tflite (bench/tflite_model.py), never TensorFlow.
+        start = [py, "-m", "edgeserve"] if name == "edgeserve_lite" else [py, "-I", "-S", LITE_PYZ]
+        return start + [
+            f"--rest_api_port={port}", "--port=0", "--bind_address=127.0.0.1",
+            f"--model_name={MODEL_NAME}", f"--model_base_path={model_base}", "--prefer_tflite_model",
+            "--num_tflite_pools=1",
+        ]
     if name == "fastapi":
         return [py, os.path.join(BENCH_DIR, "baseline_fastapi.py"), str(port), version_dir]
     if name == "bare":
@@ -306,6 +317,26 @@ def target_lines(rows: dict[str, dict | None]) -> list[str]:
         shown = f"{value:.2f}×" if kind == "ratio" else f"{value:+.1f} MB"
         lines.append(f"- {text}: {shown} (edgeserve {fmt(ev, 2)}, reference {fmt(rv, 2)})"
                      f" → **{'PASS' if ok else 'FAIL'}**")
+    lite, lite_pyz = rows.get("edgeserve_lite"), rows.get("edgeserve_lite_pyz")
+    if lite_pyz:
+        # The lite install is the zipapp: `python -m edgeserve` here runs beside an
+        # installed TensorFlow, so it also imports ml_dtypes (bfloat16, 0.6 s).
+        lite_checks = [
+            ("lite install (edgeserve-lite.pyz) idle RSS ≤ 64 MB", lite_pyz.get("rss_mb"), 64.0,
+             f"{fmt(lite_pyz.get('rss_mb'), 1)} MB"),
+            ("lite install (edgeserve-lite.pyz, unpacked) start-up ≤ 0.5 s", lite_pyz.get("startup_s"), 0.5,
+             f"{fmt(lite_pyz.get('startup_s'), 2)} s"),
+        ]
+        if os.path.exists(LITE_PYZ):
+            size = os.path.getsize(LITE_PYZ) / 2**20
+            lite_checks.append(("edgeserve-lite.pyz ≤ 40 MB", size, 40.0, f"{size:.1f} MiB"))
+        for text, value, limit, shown in lite_checks:
+            if value is not None:
+                lines.append(f"- {text}: {shown} → **{'PASS' if value <= limit else 'FAIL'}**")
+    if lite:
+        if e and e.get("rps@16") and lite.get("rps@16"):
+            lines.append(f"- TFLite / SavedModel, rps@16 (information): {lite['rps@16'] / e['rps@16']:.2f}×"
+                         f" ({fmt(lite['rps@16'])} vs {fmt(e['rps@16'])})")
     if e and em and e.get("rps@16") and em.get("rps@16"):
         lines.append(f"- Prometheus metrics on / off, rps@16 (information): {em['rps@16'] / e['rps@16']:.2f}×"
                      f" ({fmt(em['rps@16'])} vs {fmt(e['rps@16'])})")
@@ -452,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print("exporting half_plus_two ...", file=sys.stderr)
                 model_base = export_model(procs, workdir)
+            if {"edgeserve_lite", "edgeserve_lite_pyz"} & set(args.servers):
+                prepare_lite(procs, model_base, workdir, args)
             for round_no in range(1, args.rounds + 1):
                 if not args.no_inprocess:
                     print(f"round {round_no}: in-process", file=sys.stderr)
@@ -490,6 +523,20 @@ def main(argv: list[str] | None = None) -> int:
     write_section("rest", report, args.output)
     print(f"written to {args.output} (section rest)", file=sys.stderr)
     return 0
+
+
+def prepare_lite(procs: Processes, model_base: str, workdir: str, args) -> None:
+    """model.tflite beside the SavedModel; the lite zipapp unpacked once (its later
+    starts are the ones measured), in a SHIV_ROOT of this run."""
+    log_path = os.path.join(workdir, "tflite.log")
+    proc = procs.spawn([sys.executable, os.path.join(BENCH_DIR, "tflite_model.py"),
+                        os.path.join(model_base, "1")], log_path)
+    proc.wait(timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"TFLite conversion failed: {tail(log_path, 10)}")
+    os.environ["SHIV_ROOT"] = os.path.join(workdir, "shiv")  # inherited by the servers
+    if "edgeserve_lite_pyz" in args.servers and os.path.exists(LITE_PYZ):
+        subprocess.run([sys.executable, "-I", "-S", LITE_PYZ, "--version"], capture_output=True, timeout=120)
 
 
 def tf_version_of_python() -> str:

@@ -56,9 +56,6 @@ def num_schedulable_cpus() -> int:
 # with "--X is not supported yet". Delete an entry when its feature lands.
 NOT_SUPPORTED_YET: dict[str, str] = {
     "use_alts_credentials": "gRPC credentials",
-    "prefer_tflite_model": "TFLite",
-    "num_tflite_pools": "TFLite",
-    "num_tflite_interpreters_per_pool": "TFLite",
     "platform_config_file": "platform config",
     "tensorflow_session_config_file": "session config",
     "thread_pool_factory_config_file": "thread pool factory",

@@ -14,9 +14,10 @@ as the first config ("Taking no action for empty config") and refuses it with
 FAILED_PRECONDITION once a model list is in force; `check_transition` does the latter,
 so a caller that forgets the flag still cannot unload every model with a stray file.
 
-TF Serving's message classes come from `messages` (the one place they are imported,
-after TensorFlow), and only inside `parse_config_text`: importing this module costs
-nothing, and `single_model`, `check_transition` and `check_labels` never import TF.
+TF Serving's message classes come from `messages` (the one place they are built; it
+never imports TensorFlow), and only inside `parse_config_text`: importing this module
+costs nothing, and `single_model`, `check_transition` and `check_labels` never build
+them.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from .errors import ServingError, StatusCode
 from .sources import VersionPolicy
 
 TENSORFLOW_PLATFORM = "tensorflow"  # TF Serving's kTensorFlowModelPlatform
-SUPPORTED_PLATFORMS = frozenset({TENSORFLOW_PLATFORM})
-PLANNED_PLATFORMS = frozenset({"tflite"})
+TFLITE_PLATFORM = "tflite"
+SUPPORTED_PLATFORMS = frozenset({TENSORFLOW_PLATFORM, TFLITE_PLATFORM})
 
 # ModelType (deprecated) enum numbers of model_server_config.proto.
 _MODEL_TYPE_UNSPECIFIED = 0
@@ -60,7 +61,7 @@ class ConfigError(ServingError, ValueError):
 class ModelConfig:
     name: str
     base_path: str
-    platform: str  # "tensorflow" ("tflite" later)
+    platform: str  # "tensorflow" or "tflite"
     version_policy: VersionPolicy
     version_labels: tuple[tuple[str, int], ...] = ()  # (label, version), sorted by label
 
@@ -102,7 +103,7 @@ def parse_config_text(text: str, source: str = "<config>", *,
     """
     from google.protobuf import text_format
 
-    from . import messages  # imports TensorFlow first, under its lock
+    from . import messages  # on first use: building the classes takes ~20 ms
 
     message = messages.ModelServerConfig()
     try:
@@ -258,8 +259,6 @@ def _check_platform_supported(model: ModelConfig) -> None:
     """CreateStoragePathRoutes: a platform with no source adapter is refused."""
     if model.platform in SUPPORTED_PLATFORMS:
         return
-    if model.platform in PLANNED_PLATFORMS:
-        raise ConfigError(f'model_platform "{model.platform}" is not supported yet (model {model.name})')
     raise ConfigError(f"Model {model.name} requests unsupported platform {model.platform}")
 
 

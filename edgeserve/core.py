@@ -19,6 +19,7 @@ import os
 import aiofiles
 
 from .config import (
+    TENSORFLOW_PLATFORM,
     ConfigError,
     ModelConfig,
     ServerConfig,
@@ -89,11 +90,20 @@ class ServerCore:
             configs[name] = ModelConfig(
                 name=name,
                 base_path=os.path.join(self.model_repository, name),
-                platform="tensorflow",
+                platform=TENSORFLOW_PLATFORM,
                 version_policy=VersionPolicy(),
                 version_labels=(),
             )
         return configs
+
+    def platform(self, name: str) -> str:
+        """The model's platform in the config in force ("tensorflow" when it has none:
+        --model_repository models, whose runtime the version's files decide)."""
+        if self.config is not None:
+            for model in self.config.models:
+                if model.name == name:
+                    return model.platform
+        return TENSORFLOW_PLATFORM
 
     def _effective(self, config: ServerConfig | None) -> dict[str, ModelConfig]:
         models = self._repository_configs()

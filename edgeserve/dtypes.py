@@ -8,6 +8,7 @@ brings it); without it DT_BFLOAT16 tensors are refused as unsupported.
 from __future__ import annotations
 
 import enum
+import importlib.util
 
 import numpy as np
 
@@ -89,11 +90,15 @@ _NUMPY: dict[DataType, np.dtype] = {
     DataType.DT_UINT32: np.dtype(np.uint32),
     DataType.DT_UINT64: np.dtype(np.uint64),
 }
-try:  # TensorFlow depends on ml_dtypes; a TFLite-only install may not have it.
-    import ml_dtypes
+try:
+    # bfloat16 comes from ml_dtypes, whose import takes ~0.6 s here. TensorFlow imports
+    # it anyway; the lite install (no TensorFlow) goes without: more than its whole
+    # start-up otherwise, for a type TFLite models' inputs and outputs rarely have.
+    if importlib.util.find_spec("tensorflow") is not None:
+        import ml_dtypes
 
-    _NUMPY[DataType.DT_BFLOAT16] = np.dtype(ml_dtypes.bfloat16)
-except ImportError:  # pragma: no cover - depends on the install
+        _NUMPY[DataType.DT_BFLOAT16] = np.dtype(ml_dtypes.bfloat16)
+except (ImportError, ValueError):  # pragma: no cover - depends on the install
     pass
 
 _FROM_NUMPY: dict[np.dtype, DataType] = {v: k for k, v in _NUMPY.items()}

@@ -1,11 +1,11 @@
-"""Example codecs: TF Serving's REST JSON for :classify and :regress ⇄ `tensorflow_serving.apis`.
+"""Example codecs: TF Serving's REST JSON for :classify and :regress ⇄ TF Serving's messages.
 
 This module owns what `tensorflow_serving/util/json_tensor.cc` does for the classify and
 regress methods (FillClassificationRequestFromJson, FillRegressionRequestFromJson,
 MakeJsonFromClassificationResult, MakeJsonFromRegressionResult):
 
 * a request body {"signature_name": ..., "context": {...}, "examples": [{...}, ...]} becomes
-  an `input_pb2.Input` of `example_pb2.Example`s (`example_list`, or
+  an `Input` of `Example`s (`messages`; `example_list`, or
   `example_list_with_context` when a "context" key is present), with TF Serving's checks
   in TF Serving's order and its messages;
 * a `ClassificationResult` / `RegressionResult` becomes the bytes TF Serving answers:
@@ -27,9 +27,8 @@ narrowing to float differs from rapidjson's reading only in rare double-rounding
 and a feature name that is not UTF-8 is stored with U+FFFD (a protobuf map key must be
 UTF-8 in Python).
 
-The protobuf modules are imported on first use: importing them imports TensorFlow (~3 s),
-which must not happen at server start-up (a classify request implies a loaded SavedModel,
-so TensorFlow is in memory by then). Nothing here knows about models or sockets.
+The message classes come from `messages` (which never imports TensorFlow), on first
+use, so importing this module stays cheap. Nothing here knows about models or sockets.
 """
 from __future__ import annotations
 
@@ -47,8 +46,8 @@ from .tensors import (
     _string_leaf,
 )
 
-if TYPE_CHECKING:  # importing these imports TensorFlow
-    from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
+if TYPE_CHECKING:
+    from .messages import ClassificationResult, Input, RegressionResult
 
 __all__ = [
     "parse_classify_regress_request",
@@ -61,7 +60,7 @@ _MISSING = object()
 _input_class: Any = None
 
 
-def _new_input() -> "input_pb2.Input":
+def _new_input() -> Input:
     global _input_class
     if _input_class is None:
         from .messages import Input
@@ -73,7 +72,7 @@ def _new_input() -> "input_pb2.Input":
 # --------------------------------------------------------------------------- requests
 
 
-def parse_classify_regress_request(body: bytes) -> tuple["input_pb2.Input", str]:
+def parse_classify_regress_request(body: bytes) -> tuple[Input, str]:
     """Parses a REST :classify or :regress body as TF Serving does.
 
     Returns the Input and the "signature_name" ("" when the body has none). Raises
@@ -197,7 +196,7 @@ def _incompatible(name: str, kind: str) -> errors.ServingError:
 # --------------------------------------------------------------------------- results
 
 
-def classification_result_json(result: "classification_pb2.ClassificationResult") -> bytes:
+def classification_result_json(result: ClassificationResult) -> bytes:
     """TF Serving's :classify response body: {"results": [[[label, score], ...], ...]}.
 
     One list per example, one [label, score] pair per class in the result's order; a
@@ -220,7 +219,7 @@ def classification_result_json(result: "classification_pb2.ClassificationResult"
     return text.encode("utf-8", "surrogateescape")
 
 
-def regression_result_json(result: "regression_pb2.RegressionResult") -> bytes:
+def regression_result_json(result: RegressionResult) -> bytes:
     """TF Serving's :regress response body: {"results": [value, ...]}, one value per
     example, on one line. Raises ServingError(INVALID_ARGUMENT) for a result without
     regressions, as TF Serving."""

@@ -28,7 +28,9 @@ from .errors import ServingError
 from .manager import Manager
 from .resources import ResourceTracker
 from .rest_api import HttpProtocol, Limits, RestApi
+from .runtimes import choice
 from .runtimes.savedmodel import SavedModelLoader
+from .servable import Loader
 from .sources import AspiredVersion
 from .config import ConfigError, single_model
 from .core import ServerCore
@@ -62,7 +64,24 @@ class Server:
         self._inherited: list[socket.socket] = []  # socket activation's listeners
         self._status_pending = False
 
-    def _loader(self, name: str, aspired: AspiredVersion) -> SavedModelLoader:
+    def _loader(self, name: str, aspired: AspiredVersion) -> Loader:
+        """The loader for one version: its model's platform and files choose the runtime."""
+        options = self.options
+        platform = self.core.platform(name) if self.core is not None else choice.SAVEDMODEL
+        if choice.runtime_for(aspired.path, platform, options.prefer_tflite_model) == choice.TFLITE:
+            from .runtimes.tflite import TfLiteLoader  # imports LiteRT when it loads, not TensorFlow
+
+            return TfLiteLoader(
+                aspired.path,
+                num_pools=options.num_tflite_pools,
+                interpreters_per_pool=options.num_tflite_interpreters_per_pool,
+                warmup=options.enable_model_warmup,
+                warmup_iterations=options.num_request_iterations_for_warmup,
+                batching=self._batching,
+                per_model_batching=options.enable_per_model_batching_parameters,
+            )
+        if not choice.has_tensorflow():
+            return _Refused(choice.lite_install_error(aspired.path))
         intra, inter = self.options.session_threads()
         return SavedModelLoader(
             aspired.path,
@@ -100,8 +119,8 @@ class Server:
         )
         grpc_import = None
         if options.port or options.grpc_socket_path:
-            # TF Serving's message classes import TensorFlow (~1.5 s): on a thread,
-            # while the first versions load.
+            # grpclib and the message classes (~0.1 s): on a thread, while the first
+            # versions load.
             grpc_import = loop.run_in_executor(None, importlib.import_module, "edgeserve.grpc_api")
         self._batching = _batching_options(options)
         metrics_path = _metrics_path(options)
@@ -184,6 +203,8 @@ class Server:
         """Both gRPC services (+ health, reflection) on --port and/or --grpc_socket_path."""
         from grpclib.reflection.service import ServerReflection
 
+        from .messages import REFLECTION_POOL  # TF Serving's files + the default pool's
+
         options = self.options
         try:
             limits = grpc_api.parse_channel_arguments(
@@ -207,7 +228,7 @@ class Server:
 
             self._health = ModelHealth(self.manager)
             services.append(self._health)
-        services = ServerReflection.extend(services)
+        services = ServerReflection.extend(services, pool=REFLECTION_POOL)
         if options.port:
             server = grpc_api.GrpcServer(services)
             inherited = systemd.pick(self._inherited, port=options.port)
@@ -360,6 +381,16 @@ def _metrics_path(options: Options) -> str | None:
         return metrics.read_config(options.monitoring_config_file)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
+
+
+class _Refused:
+    """A loader whose load fails with a known status (a SavedModel in a lite install)."""
+
+    def __init__(self, error: ServingError) -> None:
+        self.error = error
+
+    def load(self) -> Any:
+        raise self.error
 
 
 class StartupError(Exception):

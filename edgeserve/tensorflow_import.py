@@ -1,10 +1,11 @@
 """Imports TensorFlow once, whichever thread asks first.
 
 Importing TensorFlow from two threads at once breaks it (a second thread sees the
-half-initialised package and fails with NameErrors), and both the SavedModel runtime
-(on a load thread) and TF Serving's message classes (any `tensorflow.*_pb2` import
-runs TensorFlow's package init) may be first. Everything that needs TensorFlow goes
-through `import_tensorflow()`, which serialises the first import behind one lock.
+half-initialised package and fails with NameErrors), and SavedModel loads run on
+several load threads (any `tensorflow.*_pb2` import runs TensorFlow's package init
+too). Everything that needs TensorFlow goes through `import_tensorflow()`, which
+serialises the first import behind one lock. Only the SavedModel runtime needs it:
+TF Serving's message classes (`messages`) are built without TensorFlow.
 """
 from __future__ import annotations
 

@@ -28,22 +28,24 @@ and saved_model_warmup.cc (which log types replay, and how):
 Requests replay through what requests use: `checks` for inputs and outputs,
 `tensor_proto` decoding, `inference` for examples and results, and `Servable.run`,
 but not the batcher or the manager (the version is not in the manager yet).
-Runtime-agnostic: it takes a Servable and the version folder. TF's own record reader
-reads the file, so CRCs are checked and errors are TF's; the message classes and the
-reader need TensorFlow, so they are imported when a warmup file exists.
+Runtime-agnostic: it takes a Servable and the version folder, and never imports
+TensorFlow. `read_tfrecords` reads the file as TF's RecordReader does (io/record_reader.cc,
+through tf_record_iterator): lengths and data are CRC32C-checked, and a damaged file
+fails with the status and text TF's reader gives.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import struct
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from . import inference, metrics
 from .checks import check_input_names, check_inputs, check_output_filter
 from .errors import ServingError, StatusCode, invalid_argument
 from .servable import CLASSIFY_METHOD_NAME, DEFAULT_SERVING_SIGNATURE_DEF_KEY, Servable
-from .tensorflow_import import import_tensorflow
 
 if TYPE_CHECKING:
     from .messages import PredictionLog
@@ -73,12 +75,11 @@ def run_warmup(servable: Servable, export_dir: str, num_request_iterations: int 
     iterations = num_request_iterations if num_request_iterations > 0 else 1
     options = f"num_request_iterations {{ value: {num_request_iterations} }}" if num_request_iterations > 0 else ""
     log.info("Starting to read warmup data for model at %s with model-warmup-options %s", path, options)
-    tf = import_tensorflow()
     from .messages import PredictionLog
 
     num_records = 0
     try:
-        for record in tf.compat.v1.io.tf_record_iterator(path):
+        for record in read_tfrecords(path):
             try:
                 prediction_log = PredictionLog.FromString(record)
             except Exception:  # protobuf's DecodeError
@@ -92,8 +93,8 @@ def run_warmup(servable: Servable, export_dir: str, num_request_iterations: int 
                 raise invalid_argument(
                     f"Number of warmup records exceeds the maximum ({MAX_NUM_RECORDS}) at {path}"
                 )
-    except tf.errors.OpError as exc:  # the reader's: opening, reading, CRCs
-        code = StatusCode(exc.error_code)
+    except RecordError as exc:  # the reader's: opening, reading, CRCs
+        code = exc.code
         message = exc.message
         if code == StatusCode.DATA_LOSS:
             message += ". Please verify your warmup data is in TFRecord format."
@@ -117,6 +118,131 @@ def _failed(error: ServingError, path: str, num_records: int, started: float) ->
     # The status stays TF Serving's; the log says it was the warmup.
     log.error("Model warmup failed at %s after %d record(s): %s", path, num_records, error.message)
     return error
+
+
+# ---- TFRecord files ---------------------------------------------------------------
+# Each record: uint64 length, uint32 masked CRC32C of those 8 bytes, the data, uint32
+# masked CRC32C of the data (all little-endian; tensorflow/core/lib/io/record_writer.h).
+
+_HEADER = struct.Struct("<QI")
+_FOOTER = struct.Struct("<I")
+_SIZE_MAX = 2**64 - 1  # size_t, in ReadChecksummed's "record size too large" check
+# (The data's offset is never 0, so its errors never get GetChecksumErrorSuffix's text.)
+# TF's status code for an errno (tsl/platform/errors.cc ErrnoToCode), for the errors
+# opening or reading a file can give; any other errno is UNKNOWN there too.
+_ERRNO_CODES = {
+    errno.ENOENT: StatusCode.NOT_FOUND, errno.ENXIO: StatusCode.NOT_FOUND, errno.ENODEV: StatusCode.NOT_FOUND,
+    errno.EPERM: StatusCode.PERMISSION_DENIED, errno.EACCES: StatusCode.PERMISSION_DENIED,
+    errno.EROFS: StatusCode.PERMISSION_DENIED,
+    errno.EISDIR: StatusCode.FAILED_PRECONDITION, errno.ENOTDIR: StatusCode.FAILED_PRECONDITION,
+    errno.EBUSY: StatusCode.FAILED_PRECONDITION, errno.EBADF: StatusCode.FAILED_PRECONDITION,
+    errno.EINVAL: StatusCode.INVALID_ARGUMENT, errno.ENAMETOOLONG: StatusCode.INVALID_ARGUMENT,
+    errno.EFAULT: StatusCode.INVALID_ARGUMENT,
+    errno.EMFILE: StatusCode.RESOURCE_EXHAUSTED, errno.ENFILE: StatusCode.RESOURCE_EXHAUSTED,
+    errno.ENOMEM: StatusCode.RESOURCE_EXHAUSTED,
+    errno.EFBIG: StatusCode.OUT_OF_RANGE, errno.EOVERFLOW: StatusCode.OUT_OF_RANGE,
+    errno.EAGAIN: StatusCode.UNAVAILABLE, errno.ETIMEDOUT: StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+class RecordError(Exception):
+    """A TFRecord file that cannot be read, with the status TF's reader gives."""
+
+    def __init__(self, code: StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for n in range(256):
+        crc = n
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # Castagnoli, reflected
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of `data`, a byte at a time from a 256-entry table."""
+    crc = 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The CRC as TFRecord stores it (crc32c::Mask): rotated right by 15, plus a constant."""
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _suffix(offset: int) -> str:
+    # TF's GetChecksumErrorSuffix: a TFRecord file has no magic number to check.
+    return " (Is this even a TFRecord file?)" if offset == 0 else ""
+
+
+def read_tfrecords(path: str) -> Iterator[bytes]:
+    """The records of a TFRecord file, read one at a time as they are consumed.
+
+    Statuses and texts are those of TF's RecordReader::ReadRecord as tf_record_iterator
+    reports them: a bad length CRC is DATA_LOSS "corrupted record at <offset>" (+ the
+    "Is this even a TFRecord file?" reminder at offset 0), a bad data CRC "corrupted
+    record at <offset + 12>", data cut short "truncated record at <offset>' failed with
+    Read less bytes than requested". A file that ends inside a length header ends the
+    records without an error, as TF's reader does (it sees end-of-file there). Raises
+    RecordError; open and read errors carry TF's code for their errno.
+    """
+    try:
+        file = open(path, "rb")
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    with file:
+        try:
+            size = os.fstat(file.fileno()).st_size
+            offset = 0
+            while True:
+                header = file.read(_HEADER.size)
+                if len(header) < _HEADER.size:
+                    if header:
+                        log.warning("Ignoring %d byte(s) after the last complete record of %s",
+                                    len(header), path)
+                    return
+                length, length_crc = _HEADER.unpack(header)
+                if masked_crc32c(header[:8]) != length_crc:
+                    raise RecordError(StatusCode.DATA_LOSS, f"corrupted record at {offset}{_suffix(offset)}")
+                data_offset = offset + _HEADER.size
+                if length >= _SIZE_MAX - _FOOTER.size:
+                    raise RecordError(StatusCode.DATA_LOSS, "record size too large")
+                # Checked against the file's size before reading, so that a damaged
+                # length cannot make the read allocate gigabytes.
+                if data_offset + length + _FOOTER.size > size:
+                    raise RecordError(
+                        StatusCode.DATA_LOSS,
+                        f"truncated record at {offset}' failed with Read less bytes than requested")
+                data = file.read(length)
+                footer = file.read(_FOOTER.size)
+                if len(data) < length or len(footer) < _FOOTER.size:  # shrank while read
+                    raise RecordError(
+                        StatusCode.DATA_LOSS,
+                        f"truncated record at {offset}' failed with Read less bytes than requested")
+                if masked_crc32c(data) != _FOOTER.unpack(footer)[0]:
+                    raise RecordError(StatusCode.DATA_LOSS, f"corrupted record at {data_offset}")
+                offset = data_offset + length + _FOOTER.size
+                yield data
+        except OSError as exc:
+            raise _os_error(path, exc) from None
+
+
+def _os_error(path: str, exc: OSError) -> RecordError:
+    """As TF's IOError(filename, errno): "<path>; <strerror>"."""
+    code = _ERRNO_CODES.get(exc.errno or 0, StatusCode.UNKNOWN)
+    return RecordError(code, f"{path}; {exc.strerror or exc}")
 
 
 def replay(servable: Servable, prediction_log: PredictionLog) -> None:

@@ -484,8 +484,6 @@ def test_later_flag_with_its_default_value_is_accepted(name):
 
 def test_the_not_supported_yet_table_is_the_one_the_brief_lists():
     assert set(NOT_SUPPORTED_YET) == {
-        "prefer_tflite_model", "num_tflite_pools",
-        "num_tflite_interpreters_per_pool",
         "platform_config_file", "tensorflow_session_config_file",
         "thread_pool_factory_config_file",
         "use_alts_credentials",
@@ -572,7 +570,7 @@ def test_help_lists_tf_serving_flags_first_then_edgeserve_additions(capsys):
 
 def test_help_marks_later_and_ignored_flags(capsys):
     text = help_text(capsys)
-    line = next(l for l in text.splitlines() if "--prefer_tflite_model=" in l)
+    line = next(l for l in text.splitlines() if "--platform_config_file=" in l)
     assert "not supported yet" in line
     line = next(l for l in text.splitlines() if "--per_process_gpu_memory_fraction" in l)
     assert "ignored" in line

@@ -207,10 +207,6 @@ def test_config_error_is_a_serving_error_and_a_value_error():
             "ModelServerConfig::model_type choice 2 not supported.",
         ),
         (
-            one('name: "a" base_path: "/a" model_platform: "tflite"'),
-            'model_platform "tflite" is not supported yet (model a)',
-        ),
-        (
             one('name: "a" base_path: "/a" model_platform: "pytorch"'),
             "Model a requests unsupported platform pytorch",
         ),
@@ -375,8 +371,11 @@ def test_from_proto_with_previous_runs_transition_checks_in_tf_servings_order():
     assert exc.message == ("Illegal to change a model's platform. For model a platform was "
                            "tensorflow and new platform requested is tflite")
     # A new model gets the router's text.
-    exc = error_of(one('name: "b" base_path: "/b" model_platform: "tflite"'), previous=previous)
-    assert exc.message == 'model_platform "tflite" is not supported yet (model b)'
+    exc = error_of(one('name: "b" base_path: "/b" model_platform: "pytorch"'), previous=previous)
+    assert exc.message == "Model b requests unsupported platform pytorch"
+    # tflite is a platform like tensorflow.
+    config = parse_config_text(one('name: "b" base_path: "/b" model_platform: "tflite"'), "m", previous=previous)
+    assert [(m.name, m.platform) for m in config.models] == [("b", "tflite")]
     # But the list's own checks come first.
     exc = error_of(one('name: "a" base_path: "a" model_platform: "tflite"'), previous=previous)
     assert exc.message.startswith("Expected model a to have an absolute path")

@@ -23,22 +23,32 @@ from conftest import REPO, free_port
 pytestmark = pytest.mark.timeout(900)
 
 
-@pytest.fixture(scope="module")
-def pyz():
+def build(target: str, name: str) -> "os.PathLike":
     if not shutil.which("make"):
         pytest.skip("make is not installed")
     result = subprocess.run(
-        ["make", "-C", str(REPO), "pyz", f"PYTHON={sys.executable}"],
+        ["make", "-C", str(REPO), target, f"PYTHON={sys.executable}"],
         capture_output=True, text=True, timeout=840,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    path = REPO / "dist" / "edgeserve.pyz"
+    path = REPO / "dist" / name
     assert path.is_file()
     return path
 
 
-def first_answer(pyz, shiv_root, model, log) -> tuple[float, bytes]:
-    """Seconds from starting the zipapp to its first correct prediction."""
+@pytest.fixture(scope="module")
+def pyz():
+    return build("pyz", "edgeserve.pyz")
+
+
+@pytest.fixture(scope="module")
+def pyz_lite():
+    return build("pyz-lite", "edgeserve-lite.pyz")
+
+
+def first_answer(pyz, shiv_root, model, log, check=None) -> tuple[float, bytes]:
+    """Seconds from starting the zipapp to its first correct prediction; `check(pid)`
+    runs on the serving process before it is stopped."""
     port = free_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SHIV_ROOT": str(shiv_root)}
     started = time.monotonic()
@@ -57,7 +67,10 @@ def first_answer(pyz, shiv_root, model, log) -> tuple[float, bytes]:
                 body = response.read()
                 conn.close()
                 if response.status == 200:
-                    return time.monotonic() - started, body
+                    seconds = time.monotonic() - started
+                    if check is not None:
+                        check(proc.pid)
+                    return seconds, body
             except OSError:
                 pass
             time.sleep(0.1)
@@ -91,3 +104,24 @@ def test_too_old_python_is_told_which_version_it_needs(monkeypatch, capsys):
         f"edgeserve needs Python {sys.version_info[0] + 1}.0 or newer; this is Python "
         f"{sys.version_info[0]}.{sys.version_info[1]} ({sys.executable})"
     )
+
+
+def test_lite_zipapp_serves_tflite_without_tensorflow(pyz_lite, tmp_path):
+    import tflite_models
+
+    model = tmp_path / "lite"
+    tflite_models.convert_half_plus_two(model / "1")
+    mapped: list[str] = []
+
+    def no_tensorflow(pid: int) -> None:
+        with open(f"/proc/{pid}/maps") as f:
+            mapped.extend(line.split()[-1] for line in f if "tensorflow" in line)
+
+    with open(tmp_path / "pyz.log", "ab") as log:
+        first, body = first_answer(pyz_lite, tmp_path / "shiv", model, log, check=no_tensorflow)
+        assert json.loads(body) == {"predictions": [[3.0]]}
+        second, body = first_answer(pyz_lite, tmp_path / "shiv", model, log)
+        assert json.loads(body) == {"predictions": [[3.0]]}
+    assert mapped == []
+    print(f"\nlite zipapp {pyz_lite.stat().st_size / 2**20:.1f} MiB; first answer after {first:.2f} s "
+          f"(unpacking), second after {second:.2f} s")

@@ -1,5 +1,7 @@
-"""Generated protobuf modules for the TF Serving config messages that the
-tensorflow-serving-api package does not ship (see protos/ and protos/generate.py).
+"""Generated protobuf code and data: `*_pb2.py` modules for the TF Serving config
+messages the tensorflow-serving-api package does not ship (protos/generate.py), and
+`serving_descriptors.binpb`, the descriptors TF Serving's message classes are built
+from (protos/generate_messages.py; see edgeserve/messages.py).
 
-Nothing but generated `*_pb2.py` modules lives here; regenerate, never edit them.
+Everything here is generated; regenerate, never edit.
 """

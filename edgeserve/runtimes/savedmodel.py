@@ -20,11 +20,11 @@ from ..dtypes import DataType
 from ..errors import ServingError, StatusCode, invalid_argument
 from ..servable import SignatureSpec, TensorSpec
 from ..tensorflow_import import import_tensorflow
-from ..warmup import run_warmup
+from . import finish_load
+from .choice import SAVED_MODEL_FILENAMES
 
 log = logging.getLogger("edgeserve.savedmodel")
 
-SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
 
 
 def check_export_dir(path: str) -> None:
@@ -142,17 +142,8 @@ class SavedModelLoader:
                 ) from None
             raise
         servable = SavedModelServable(tf, session, meta_graph_def)
-        if self.warmup:
-            # Before load() returns, as TF Serving's loader: the version becomes
-            # AVAILABLE warmed up, or fails to load with the warmup's status.
-            try:
-                run_warmup(servable, self.path, self.warmup_iterations)
-            except BaseException:
-                servable.close()
-                raise
-        servable.memory_bytes = max(0, memory.rss_bytes() - rss_before)
-        servable.batch_options = batching
-        return servable
+        return finish_load(servable, self.path, warmup=self.warmup, warmup_iterations=self.warmup_iterations,
+                           rss_before=rss_before, batching=batching)
 
 
 class SavedModelServable:
