@@ -25,6 +25,7 @@ from bisect import bisect_left
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Iterable
 
+from . import text_proto
 from .errors import ServingError, StatusCode
 from .servable import ServableId
 
@@ -335,22 +336,9 @@ def page() -> bytes:
 def read_config(path: str) -> str | None:
     """The path the metrics page is served at, or None when Prometheus is not enabled.
     Raises ValueError naming the file (and line:column) when it cannot be used."""
-    from google.protobuf import text_format
-
     from .protos.monitoring_config_pb2 import MonitoringConfig
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ValueError(f"--monitoring_config_file {path}: cannot read: {reason}") from None
-    try:
-        config = text_format.Parse(text, MonitoringConfig())
-    except text_format.ParseError as exc:
-        message = str(exc).split(" : ", 1)[-1]
-        where = f"{path}:{exc.GetLine()}:{exc.GetColumn()}" if exc.GetLine() else path
-        raise ValueError(f"--monitoring_config_file {where}: not a MonitoringConfig text proto: {message}") from None
+    config = text_proto.read_file(path, MonitoringConfig(), "monitoring_config_file")
     prometheus = config.prometheus_config
     if not prometheus.enable:
         return None

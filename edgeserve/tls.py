@@ -25,7 +25,7 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
-from google.protobuf import text_format
+from . import text_proto
 
 try:  # If TF Serving's package ever ships the message, use it: registering ours too
     from tensorflow_serving.config.ssl_config_pb2 import SSLConfig  # would clash.
@@ -86,19 +86,7 @@ def server_context(path: str) -> ssl.SSLContext:
 
 
 def _read_config(path: str) -> SSLConfig:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ValueError(f"--ssl_config_file {path}: cannot read: {reason}") from None
-    try:
-        return text_format.Parse(text, SSLConfig())
-    except text_format.ParseError as e:
-        # ParseError's text starts with "line:column : "; put the file in front instead.
-        message = str(e).split(" : ", 1)[-1]
-        where = f"{path}:{e.GetLine()}:{e.GetColumn()}" if e.GetLine() else path
-        raise ValueError(f"--ssl_config_file {where}: not an SSLConfig text proto: {message}") from None
+    return text_proto.read_file(path, SSLConfig(), "ssl_config_file")
 
 
 class _EncryptedKey(Exception):
