@@ -224,6 +224,10 @@ _EDGESERVE_FLAGS: tuple[FlagSpec, ...] = (
     _f("rest_api_idle_timeout_in_ms", "int32", 60000,
        "Idle keep-alive connections are closed after this.",
        edgeserve=True, min=1),
+    _f("rest_api_max_connections", "int32", 1024,
+       "Open HTTP connections at most; one more is answered 503 and closed "
+       "(0 = no limit).",
+       edgeserve=True, min=0),
     _f("inline_run_threshold_micros", "int32", 1000,
        "A signature whose recent p99 run time stays below this runs inline on "
        "the event loop instead of a worker thread; 0 = always the worker.",
@@ -345,6 +349,7 @@ class Options:
     rest_api_max_header_bytes: int = _default("rest_api_max_header_bytes")
     rest_api_header_timeout_in_ms: int = _default("rest_api_header_timeout_in_ms")
     rest_api_idle_timeout_in_ms: int = _default("rest_api_idle_timeout_in_ms")
+    rest_api_max_connections: int = _default("rest_api_max_connections")
     inline_run_threshold_micros: int = _default("inline_run_threshold_micros")
     shutdown_grace_period_seconds: float = _default(
         "shutdown_grace_period_seconds")

@@ -80,6 +80,7 @@ class Limits:
     max_header_bytes: int = 64 * 1024  # request line + headers
     request_timeout: float = 10.0  # first byte of a request -> complete
     idle_timeout: float = 60.0  # keep-alive connection with nothing to do
+    max_connections: int = 1024  # open connections; one more gets 503 and is closed (0: none)
 
 
 @dataclass(frozen=True)
@@ -426,6 +427,20 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        limit = self.limits.max_connections
+        if limit and len(self._connections) >= limit:
+            # Beyond the limit a connection costs a file descriptor and buffers that
+            # a small box may not have: it is told why and closed before it is read.
+            self._closed = True
+            self._discard = True
+            body = orjson.dumps({"error": f"Too many connections: this server takes at most {limit} "
+                                          "at once (--rest_api_max_connections)"})
+            transport.write(b"".join((  # type: ignore[attr-defined]
+                _STATUS_LINES[503], _JSON, _Clock.date_header(),
+                b"Content-Length: ", str(len(body)).encode(), b"\r\nConnection: close\r\n\r\n", body,
+            )))
+            transport.close()
+            return
         self._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

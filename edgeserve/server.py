@@ -150,6 +150,7 @@ class Server:
                     max_header_bytes=options.rest_api_max_header_bytes,
                     request_timeout=options.rest_api_header_timeout_in_ms / 1000,
                     idle_timeout=options.rest_api_idle_timeout_in_ms / 1000,
+                    max_connections=options.rest_api_max_connections,
                 ),
                 enable_cors=options.rest_api_enable_cors_support,
                 run_timeout_ms=options.rest_api_timeout_in_ms,

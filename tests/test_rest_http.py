@@ -9,6 +9,7 @@ clients do with gzip, chunked bodies and `Expect: 100-continue`.
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import shutil
 import socket
@@ -20,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import ServerProcess
+from conftest import Client, ServerProcess
 
 HOST = "127.0.0.1"
 SOCKET_TIMEOUT = 5.0
@@ -707,3 +708,38 @@ def test_zz_servers_still_predict_and_logged_no_traceback(servers):
         log = process.log()
         assert "Traceback" not in log, log
         assert "Internal error" not in log, log
+
+
+def test_connections_beyond_the_limit_get_503_and_are_closed(start_server, model_store):
+    server = start_server(["--model_name=half_plus_two", f"--model_base_path={model_store / 'half_plus_two'}",
+                           "--rest_api_max_connections=2"])
+    first, second = server.client(), server.client()
+    for client in (first, second):  # both connections open and served
+        assert client.post("/v1/models/half_plus_two:predict", {"instances": [[1.0]]}) == (
+            200, {"predictions": [[2.5]]})
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as third:
+        third.settimeout(10)
+        answer = b""
+        while chunk := third.recv(4096):  # the server answers at once, then closes
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"Connection: close" in head
+    assert json.loads(body) == {
+        "error": "Too many connections: this server takes at most 2 at once (--rest_api_max_connections)"}
+    # The two connections keep working; once one closes, a new one is taken.
+    assert first.post("/v1/models/half_plus_two:predict", {"instances": [[3.0]]}) == (200, {"predictions": [[3.5]]})
+    second.close()
+
+    def accepted():
+        fresh = Client(server.rest_port)
+        try:
+            answer = fresh.post("/v1/models/half_plus_two:predict", {"instances": [[5.0]]})
+        except (ConnectionError, http.client.HTTPException):
+            return None  # refused: the closed one was not noticed yet
+        else:
+            return answer if answer[0] == 200 else None
+        finally:
+            fresh.close()
+
+    assert server.wait_for(accepted, timeout=10) == (200, {"predictions": [[4.5]]})
