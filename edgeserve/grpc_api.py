@@ -182,7 +182,7 @@ class _Service:
             calls.active += 1
             request = None
             code = StatusCode.OK
-            started = 0.0
+            started = elapsed = 0.0
             try:
                 request = await _receive(stream, request_type, receive_limit)
                 started = time.perf_counter()
@@ -203,14 +203,12 @@ class _Service:
                 log.exception("Internal error in %s", method.__name__)
                 raise GRPCError(Status.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}") from None
             else:
-                if counted:
-                    metrics.record_request(
-                        request.model_spec.name, name, "GRPC", code, time.perf_counter() - started)
+                elapsed = time.perf_counter() - started  # as TF Serving: the call, not the send
                 await stream.send_message(response)
             finally:
                 calls.active -= 1
-                if counted and code != StatusCode.OK and request is not None:
-                    metrics.record_request(request.model_spec.name, name, "GRPC", code, 0.0)
+                if counted and request is not None:
+                    metrics.record_request(request.model_spec.name, name, "GRPC", code, elapsed)
 
         return Handler(handle, Cardinality.UNARY_UNARY, request_type, response_type)
 

@@ -224,13 +224,14 @@ class RestApi:
             error = internal(f"Internal error: {type(exc).__name__}: {exc}")
             code = error.code
             status, body, extra = error.http_status, error.json_body(), b""
-        route = self._routes.get(path)
-        if isinstance(route, _Route):
-            # TF Serving's API label is the URL's verb ("predict"); empty for GETs.
-            api = route.kind if route.kind in _INFERENCE_KINDS else ""
-            metrics.record_request(route.spec.name, api, "REST", code, time.perf_counter() - started)
-        else:
-            metrics.record_request("", "", "REST", code, time.perf_counter() - started)
+        if metrics.enabled():
+            route = self._routes.get(path)
+            if isinstance(route, _Route):
+                # TF Serving's API label is the URL's verb ("predict"); empty for GETs.
+                api = route.kind if route.kind in _INFERENCE_KINDS else ""
+                metrics.record_request(route.spec.name, api, "REST", code, time.perf_counter() - started)
+            else:
+                metrics.record_request("", "", "REST", code, time.perf_counter() - started)
         if self.enable_cors:
             extra += _CORS_HEADERS
         return status, body, _JSON + extra
@@ -431,15 +432,10 @@ class HttpProtocol(asyncio.Protocol):
         if limit and len(self._connections) >= limit:
             # Beyond the limit a connection costs a file descriptor and buffers that
             # a small box may not have: it is told why and closed before it is read.
-            self._closed = True
             self._discard = True
             body = orjson.dumps({"error": f"Too many connections: this server takes at most {limit} "
                                           "at once (--rest_api_max_connections)"})
-            transport.write(b"".join((  # type: ignore[attr-defined]
-                _STATUS_LINES[503], _JSON, _Clock.date_header(),
-                b"Content-Length: ", str(len(body)).encode(), b"\r\nConnection: close\r\n\r\n", body,
-            )))
-            transport.close()
+            self._write(503, body, _JSON, keep_alive=False, http10=False, head=False)  # and closes
             return
         self._connections.add(self)
 
