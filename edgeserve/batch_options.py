@@ -61,10 +61,11 @@ def parse(text: str, origin: str) -> BatchOptions:
     from google.protobuf import text_format
 
     from .protos.batching_parameters_pb2 import BatchingParameters
+    from .text_proto import parse as parse_text
 
     message = BatchingParameters()
     try:
-        text_format.Parse(text, message)
+        parse_text(text, message)
     except text_format.ParseError as exc:
         raise invalid_argument(f"Invalid batching parameters in {origin}: {exc}") from None
     return from_proto(message, origin)
@@ -122,7 +123,9 @@ def _check(options: BatchOptions, origin: str) -> None:
 def read_file(path: str) -> BatchOptions:
     """--batching_parameters_file; a missing or unreadable file is INVALID_ARGUMENT."""
     try:
-        with open(path, encoding="utf-8") as f:
+        # newline="": the bytes as TF Serving's C++ parser sees them (a lone "\r" ends
+        # no comment there).
+        with open(path, encoding="utf-8", newline="") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise invalid_argument(f"Could not read batching parameters file {path}: {exc}") from None

@@ -228,6 +228,15 @@ _EDGESERVE_FLAGS: tuple[FlagSpec, ...] = (
        "Open HTTP connections at most; one more is answered 503 and closed "
        "(0 = no limit).",
        edgeserve=True, min=0),
+    _f("grpc_max_connections", "int32", 1024,
+       "Open gRPC connections at most (--port and --grpc_socket_path together); "
+       "one more is sent GOAWAY with the reason and closed (0 = no limit).",
+       edgeserve=True, min=0),
+    _f("max_pending_requests", "int32", 1024,
+       "Inference requests (REST and gRPC) waiting at once for a worker thread, a "
+       "batch or a version; one more is answered 503 / UNAVAILABLE at once "
+       "(0 = no limit).",
+       edgeserve=True, min=0),
     _f("inline_run_threshold_micros", "int32", 1000,
        "A signature whose recent p99 run time stays below this runs inline on "
        "the event loop instead of a worker thread; 0 = always the worker.",
@@ -350,6 +359,8 @@ class Options:
     rest_api_header_timeout_in_ms: int = _default("rest_api_header_timeout_in_ms")
     rest_api_idle_timeout_in_ms: int = _default("rest_api_idle_timeout_in_ms")
     rest_api_max_connections: int = _default("rest_api_max_connections")
+    grpc_max_connections: int = _default("grpc_max_connections")
+    max_pending_requests: int = _default("max_pending_requests")
     inline_run_threshold_micros: int = _default("inline_run_threshold_micros")
     shutdown_grace_period_seconds: float = _default(
         "shutdown_grace_period_seconds")

@@ -51,6 +51,11 @@ class ConfigError(ServingError, ValueError):
     """
 
     def __init__(self, message: str, code: StatusCode = StatusCode.INVALID_ARGUMENT) -> None:
+        # One line even when it quotes a name, path or platform holding a line break
+        # (a text proto's "\n"): the message goes to logs and to systemd's STATUS=,
+        # where a line break would start a line of its own.
+        if "\n" in message or "\r" in message:
+            message = message.replace("\r", "\\r").replace("\n", "\\n")
         super().__init__(code, message)
 
     def __repr__(self) -> str:
@@ -104,10 +109,11 @@ def parse_config_text(text: str, source: str = "<config>", *,
     from google.protobuf import text_format
 
     from . import messages  # on first use: building the classes takes ~20 ms
+    from .text_proto import parse
 
     message = messages.ModelServerConfig()
     try:
-        text_format.Parse(text, message)
+        parse(text, message)
     except text_format.ParseError as exc:
         raise ConfigError(_parse_error_text(exc, source)) from None
     return from_proto(message, previous=previous)

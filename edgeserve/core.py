@@ -72,7 +72,9 @@ class ServerCore:
     async def _read_config_text(self) -> str:
         path = self.model_config_file
         try:
-            async with aiofiles.open(path, "r", encoding="utf-8") as f:
+            # newline="": a lone "\r" is not a line end to protobuf's parser (as in TF
+            # Serving), so universal newlines would end a comment early.
+            async with aiofiles.open(path, "r", encoding="utf-8", newline="") as f:
                 return await f.read()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"Cannot read --model_config_file {path}: {exc}") from None

@@ -18,10 +18,13 @@ from typing import Any, Awaitable, Callable
 from google.protobuf.message import DecodeError
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
+from grpclib.protocol import H2Protocol as _H2Protocol
+from grpclib.server import Handler as _GrpclibHandler
 from grpclib.server import Server as _GrpclibServer
 
 from . import messages as pb
 from . import metrics, tensor_proto
+from .admission import Connections, Pending
 from .api import Api, ModelSpec
 from .checks import check_input_names
 from .errors import ServingError, StatusCode
@@ -33,6 +36,8 @@ log = logging.getLogger("edgeserve.grpc")
 DEFAULT_MAX_MESSAGE_BYTES = 2**31 - 1
 _ERROR_MESSAGE_LIMIT = 1024  # TF Serving's ToGRPCStatus truncates longer messages
 _COUNTED_METHODS = frozenset(("Predict", "Classify", "Regress"))
+# The calls --max_pending_requests bounds: inference, not status or metadata.
+_INFERENCE_METHODS = _COUNTED_METHODS | {"MultiInference"}
 _SIGNATURE_DEF_MAP_TYPE_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
 
@@ -74,13 +79,15 @@ def parse_channel_arguments(text: str, *, tensor_content: bool = False) -> Messa
 
 
 class Calls:
-    """The gRPC calls in flight, for draining: once `draining`, new calls are refused."""
+    """The gRPC calls in flight, for draining: once `draining`, new calls are refused;
+    and the pending inference requests shared with REST (--max_pending_requests)."""
 
-    __slots__ = ("active", "draining")
+    __slots__ = ("active", "draining", "pending")
 
-    def __init__(self) -> None:
+    def __init__(self, pending: Pending | None = None) -> None:
         self.active = 0
         self.draining = False
+        self.pending = pending if pending is not None else Pending()
 
 
 def run_timeout_ms(stream: Any) -> int:
@@ -175,11 +182,16 @@ class _Service:
         calls = self.calls
         # TF Serving counts and times Predict, Classify and Regress calls only.
         counted = name in _COUNTED_METHODS
+        pending = calls.pending if name in _INFERENCE_METHODS else Pending()  # unbounded
 
         async def handle(stream: Any) -> None:
             if calls.draining:
                 raise GRPCError(Status.UNAVAILABLE, "The server is shutting down")
+            refusal = pending.refusal()
+            if refusal is not None:  # before reading the request: refusing costs nothing
+                raise _grpc_error(refusal)
             calls.active += 1
+            pending.count += 1
             request = None
             code = StatusCode.OK
             started = elapsed = 0.0
@@ -207,6 +219,7 @@ class _Service:
                 await stream.send_message(response)
             finally:
                 calls.active -= 1
+                pending.count -= 1
                 if counted and request is not None:
                     metrics.record_request(request.model_spec.name, name, "GRPC", code, elapsed)
 
@@ -364,15 +377,19 @@ class _WriteCoalescer:
 
 
 class _CoalescingProtocol(asyncio.Protocol):
-    """grpclib's H2Protocol, handed a `_WriteCoalescer` instead of the bare transport."""
+    """grpclib's H2Protocol, handed a `_WriteCoalescer` instead of the bare transport;
+    counted in the open connections while it lives."""
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_inner", "_open")
 
-    def __init__(self, inner: asyncio.Protocol) -> None:
+    def __init__(self, inner: asyncio.Protocol, open_connections: Connections) -> None:
         self._inner = inner
+        self._open = open_connections
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._open.count += 1
         self._inner.connection_made(_WriteCoalescer(transport))  # type: ignore[arg-type]
+        _forget_closed_streams_sooner(self._inner)
 
     def data_received(self, data: bytes) -> None:
         self._inner.data_received(data)
@@ -387,11 +404,66 @@ class _CoalescingProtocol(asyncio.Protocol):
         self._inner.resume_writing()
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._open.count -= 1
         self._inner.connection_lost(exc)
 
 
+# h2 remembers each connection's last 65,536 closed streams (to ignore frames that
+# arrive late for them), ~115 B of RSS each: a long-lived gRPC connection grew by 7.5 MB
+# (bench/soak.py found it; 1,024 connections would pin 7.7 GB). A late frame for a stream
+# forgotten is answered with RST_STREAM instead of being ignored, which clients accept.
+_CLOSED_STREAMS_REMEMBERED = 1024
+
+
+def _forget_closed_streams_sooner(protocol: Any) -> None:
+    """Caps the closed-stream memory of a connection's h2 state (private attributes of
+    grpclib and h2: left as it is if either changes)."""
+    h2_connection = getattr(getattr(protocol, "connection", None), "_connection", None)
+    closed = getattr(h2_connection, "_closed_streams", None)
+    if closed is not None and hasattr(closed, "_size_limit"):
+        closed._size_limit = _CLOSED_STREAMS_REMEMBERED
+
+
+class _Refused(_CoalescingProtocol):
+    """A connection beyond --grpc_max_connections: served by handlers that answer every
+    call UNAVAILABLE with the reason, then closed after a moment so that the client's
+    next call connects anew (and is taken once there is room). Not counted as open.
+
+    Why not HTTP/2's GOAWAY at once: grpc clients take a GOAWAY on a new connection
+    as a reason to reconnect and keep the call waiting until its deadline, and
+    without the server preface they report only a broken handshake."""
+
+    __slots__ = ()
+    _LINGER_SECONDS = 1.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(_WriteCoalescer(transport))  # type: ignore[arg-type]
+        asyncio.get_running_loop().call_later(self._LINGER_SECONDS, transport.close)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._inner.connection_lost(exc)
+
+
+def _refusing(mapping: dict[str, Handler], message: str) -> dict[str, Handler]:
+    async def refuse(stream: Any) -> None:
+        raise GRPCError(Status.UNAVAILABLE, message)
+
+    return {path: Handler(refuse, h.cardinality, h.request_type, h.reply_type) for path, h in mapping.items()}
+
+
 class GrpcServer(_GrpclibServer):
-    """grpclib's Server, its connections writing through `_WriteCoalescer`."""
+    """grpclib's Server, its connections writing through `_WriteCoalescer`, at most
+    `open_connections.limit` of them (shared by the servers given the same object)."""
+
+    def __init__(self, handlers: Any, open_connections: Connections | None = None) -> None:
+        super().__init__(handlers)
+        self._open = open_connections if open_connections is not None else Connections()
+        self._refusals = _refusing(self._mapping, self._open.message())
 
     def _protocol_factory(self) -> Any:
-        return _CoalescingProtocol(super()._protocol_factory())
+        if not self._open.full():
+            return _CoalescingProtocol(super()._protocol_factory(), self._open)
+        self._open.refused += 1
+        handler = _GrpclibHandler(self._refusals, self._codec, self._status_details_codec, self.__dispatch__)
+        self._handlers.add(handler)  # so that closing the server closes it too
+        return _Refused(_H2Protocol(handler, self._config, self._h2_config), self._open)

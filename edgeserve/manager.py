@@ -147,6 +147,13 @@ class Manager:
             model = self._models[name] = _Model(name)
         model.copying = frozenset(a.version for a in copying)
         wanted = {a.version: a for a in versions}
+        # Versions the source had dropped (their folder went away, or the policy chose
+        # others) and lists again: a new start, as in TF Serving, which forgets a
+        # version once it leaves the aspired set. Without this, a folder removed while
+        # its version loaded and then put back as it was (cp -a, rsync -a: same files,
+        # same mtimes, so the same fingerprint) stayed END with its "not found" error
+        # for good (tests/test_faults.py, test_folders_removed_mid_load...).
+        returning = {number for number, ver in model.versions.items() if not ver.aspired}
         for number, ver in model.versions.items():
             ver.aspired = number in wanted
             if not ver.aspired:
@@ -161,10 +168,10 @@ class Manager:
                 continue
             changed = aspired.fingerprint != ver.fingerprint
             ver.path, ver.fingerprint = aspired.path, aspired.fingerprint
-            if ver.state == ManagerState.END and (changed or not ver.failed):
-                # Re-aspired after an unload, or its files changed since it failed or
-                # was refused (a copy that was still under way, a smaller export):
-                # start over.
+            if ver.state == ManagerState.END and (changed or not ver.failed or number in returning):
+                # Re-aspired after an unload or after it left the aspired set, or its
+                # files changed since it failed or was refused (a copy that was still
+                # under way, a smaller export): start over.
                 ver.state, ver.error, ver.failed, ver.refused = ManagerState.START, None, False, False
             elif changed and ver.retry_now is not None:
                 ver.retry_now.set()  # files changed while waiting to retry: retry now
@@ -346,6 +353,14 @@ class Manager:
                     if not ver.aspired or self._stopping:
                         self.resources.release(ver.id)
                         ver.state, ver.failed = ManagerState.END, True
+                        if not self._stopping:
+                            # The last line about it said "retrying": say it will not be
+                            # (a folder removed while it loaded, tests/test_faults.py).
+                            log.info(
+                                "Not retrying servable version %s: it is no longer aspired (its folder "
+                                "is gone, or the version policy chose others); last error: %s",
+                                ver.id, error.message,
+                            )
                         return
                     continue
                 if self._stopping:

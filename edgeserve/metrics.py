@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from bisect import bisect_left
+from dataclasses import dataclass
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import text_proto
 from .errors import ServingError, StatusCode
@@ -230,6 +231,50 @@ _manager_collector = _ManagerCollector()
 _COLLECTORS.append(_manager_collector)
 
 
+class _AdmissionCollector:
+    """The overload bounds (admission.py) read at scrape time: what is open and pending
+    now, and how much each bound has turned away."""
+
+    figures: "Callable[[], Admission] | None" = None
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        if self.figures is None:
+            return
+        now = self.figures()
+        connections = GaugeMetricFamily(
+            "edgeserve_open_connections", "Connections open now.", labels=("protocol",))
+        connections.add_metric(("REST",), now.rest_connections)
+        connections.add_metric(("GRPC",), now.grpc_connections)
+        yield connections
+        yield GaugeMetricFamily(
+            "edgeserve_pending_requests",
+            "Inference requests waiting now for a worker thread, a batch or a version.",
+            value=now.pending)
+        refused = CounterMetricFamily(
+            "edgeserve_refused", "Connections and requests turned away at once, by the flag that bounds them.",
+            labels=("limit",))
+        refused.add_metric(("rest_api_max_connections",), now.rest_refused)
+        refused.add_metric(("grpc_max_connections",), now.grpc_refused)
+        refused.add_metric(("max_pending_requests",), now.pending_refused)
+        yield refused
+
+
+@dataclass
+class Admission:
+    rest_connections: int = 0
+    rest_refused: int = 0
+    grpc_connections: int = 0
+    grpc_refused: int = 0
+    pending: int = 0
+    pending_refused: int = 0
+
+
+_admission_collector = _AdmissionCollector()
+_COLLECTORS.append(_admission_collector)
+
+
 # ---- recording -------------------------------------------------------------------
 
 _enabled = False
@@ -307,6 +352,11 @@ def record_batch(model_name: str, signature: str, rows: int, padded: int, queued
 def watch(manager: "Manager") -> None:
     """Model state, memory and batch queue gauges read from `manager` at scrape time."""
     _manager_collector.manager = manager
+
+
+def watch_admission(figures: "Callable[[], Admission]") -> None:
+    """Open connections, pending requests and refusals, from `figures()` at scrape time."""
+    _admission_collector.figures = figures
 
 
 async def watch_loop_lag(interval: float = 0.25) -> None:

@@ -26,6 +26,7 @@ import httptools
 import orjson
 
 from . import dtypes, metrics, tensors
+from .admission import Pending
 from .api import Api, ModelSpec
 from .errors import ServingError, StatusCode, internal, invalid_argument
 from .manager import VersionStatus
@@ -150,9 +151,12 @@ class RestApi:
 
     def __init__(
         self, api: Api, *, limits: Limits, enable_cors: bool, run_timeout_ms: int = 0,
-        metrics_path: str | None = None,
+        metrics_path: str | None = None, pending: Pending | None = None,
     ) -> None:
         self.api = api
+        # --max_pending_requests, shared with gRPC.
+        self.pending = pending if pending is not None else Pending()
+        self.refused_connections = 0  # beyond --rest_api_max_connections
         self.limits = limits
         self.enable_cors = enable_cors
         self.run_timeout_ms = run_timeout_ms  # --rest_api_timeout_in_ms, for each model run
@@ -401,6 +405,7 @@ class HttpProtocol(asyncio.Protocol):
     def __init__(self, app: RestApi, connections: set["HttpProtocol"]) -> None:
         self.app = app
         self.limits = app.limits
+        self._pending = app.pending
         self._connections = connections
         self._loop = asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
@@ -433,6 +438,7 @@ class HttpProtocol(asyncio.Protocol):
             # Beyond the limit a connection costs a file descriptor and buffers that
             # a small box may not have: it is told why and closed before it is read.
             self._discard = True
+            self.app.refused_connections += 1
             body = orjson.dumps({"error": f"Too many connections: this server takes at most {limit} "
                                           "at once (--rest_api_max_connections)"})
             self._write(503, body, _JSON, keep_alive=False, http10=False, head=False)  # and closes
@@ -456,6 +462,14 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self._discard:
                 self._fatal(400, f"Malformed HTTP request: {exc}")
+
+    def eof_received(self) -> bool | None:
+        # A client that shut its sending side after its requests still reads the
+        # answers: finish those received, then close (returning None closes at once).
+        if self._busy or self._queue:
+            self._draining = True
+            return True
+        return None
 
     def pause_writing(self) -> None:
         self._writing_paused = True  # the client is not reading its answers
@@ -547,6 +561,11 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(req, tuple):  # a fatal error: answer, then close
                 self._write(req[0], req[1], _JSON, keep_alive=False, http10=False, head=False)
                 return
+            if req.method == b"POST" and (refusal := self._pending.refusal()) is not None:
+                # Only inference is bounded: status, metadata and metrics stay reachable.
+                self._write(503, orjson.dumps({"error": refusal.message}), _JSON,
+                            req.keep_alive, req.http10, head=False)
+                continue
             coro = self.app.respond(req)
             try:
                 pending = coro.send(None)
@@ -555,6 +574,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._write(status, body, extra, req.keep_alive, req.http10, req.method == b"HEAD")
                 continue
             self._busy = True
+            self._pending.count += 1
             task = self._loop.create_task(_finish(pending, coro))
             task.add_done_callback(lambda t, r=req: self._on_done(t, r))
             return
@@ -570,6 +590,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _on_done(self, task: asyncio.Task, req: Request) -> None:
         self._busy = False
+        self._pending.count -= 1
         if task.cancelled():
             self._close()
             return

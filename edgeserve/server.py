@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import batch_options, metrics, systemd
+from .admission import Connections, Pending, raise_open_files_limit
 from .api import Api
 from .cli import Options
 from .batch_options import BatchOptions
@@ -63,6 +64,9 @@ class Server:
         self._notifier = systemd.Notifier()
         self._inherited: list[socket.socket] = []  # socket activation's listeners
         self._status_pending = False
+        self._pending = Pending(options.max_pending_requests)  # REST and gRPC together
+        self._grpc_open = Connections(options.grpc_max_connections)  # --port and the socket
+        self._rest: RestApi | None = None
 
     def _loader(self, name: str, aspired: AspiredVersion) -> Loader:
         """The loader for one version: its model's platform and files choose the runtime."""
@@ -98,6 +102,9 @@ class Server:
         options = self.options
         loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
+        # Each connection is a file descriptor; models, logs and TF take some more.
+        limits = (options.rest_api_max_connections, options.grpc_max_connections)
+        raise_open_files_limit(sum(limits) + 256 if all(limits) else 1 << 20)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -127,6 +134,7 @@ class Server:
         if metrics_path and options.rest_api_port:
             metrics.enable()
             metrics.watch(self.manager)
+            metrics.watch_admission(self._admission)
             self._tasks.append(loop.create_task(metrics.watch_loop_lag()))
         self._inherited = systemd.inherited_sockets()
         try:
@@ -143,7 +151,7 @@ class Server:
         if grpc_import is not None:
             await self._start_grpc(await grpc_import, api)
         if options.rest_api_port:
-            rest = RestApi(
+            rest = self._rest = RestApi(
                 api,
                 limits=Limits(
                     max_request_bytes=options.rest_api_max_request_bytes,
@@ -155,6 +163,7 @@ class Server:
                 enable_cors=options.rest_api_enable_cors_support,
                 run_timeout_ms=options.rest_api_timeout_in_ms,
                 metrics_path=metrics_path,
+                pending=self._pending,
             )
             inherited = systemd.pick(self._inherited, port=options.rest_api_port)
             where = {"sock": inherited} if inherited else {
@@ -180,6 +189,17 @@ class Server:
         self.manager.add_listener(self._status_changed)
         if self._notifier.watchdog_seconds:
             self._tasks.append(loop.create_task(self._watchdog(self._notifier.watchdog_seconds)))
+
+    def _admission(self) -> metrics.Admission:
+        rest = self._rest
+        return metrics.Admission(
+            rest_connections=len(self._connections),
+            rest_refused=rest.refused_connections if rest is not None else 0,
+            grpc_connections=self._grpc_open.count,
+            grpc_refused=self._grpc_open.refused,
+            pending=self._pending.count,
+            pending_refused=self._pending.refused,
+        )
 
     def _status_changed(self, _name: str) -> None:
         """A model's versions changed: systemd's STATUS= follows, at most twice a second."""
@@ -219,7 +239,7 @@ class Server:
                 ssl_context = server_context(options.ssl_config_file)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
-        self._grpc_calls = grpc_api.Calls()
+        self._grpc_calls = grpc_api.Calls(self._pending)
         services: list[Any] = [
             grpc_api.PredictionService(api, limits, self._grpc_calls),
             grpc_api.ModelService(api, limits, self._grpc_calls),
@@ -231,7 +251,7 @@ class Server:
             services.append(self._health)
         services = ServerReflection.extend(services, pool=REFLECTION_POOL)
         if options.port:
-            server = grpc_api.GrpcServer(services)
+            server = grpc_api.GrpcServer(services, self._grpc_open)
             inherited = systemd.pick(self._inherited, port=options.port)
             where = {"sock": inherited} if inherited else {
                 "host": options.bind_address, "port": options.port, "reuse_address": True}
@@ -239,7 +259,7 @@ class Server:
             self._grpc_servers.append(server)
             log.info("Running gRPC ModelServer at %s:%d ...", options.bind_address, options.port)
         if options.grpc_socket_path:
-            server = grpc_api.GrpcServer(services)
+            server = grpc_api.GrpcServer(services, self._grpc_open)
             inherited = systemd.pick(self._inherited, unix_path=options.grpc_socket_path)
             if inherited is not None:  # systemd's socket: it creates and removes the file
                 await server.start(sock=inherited, ssl=ssl_context, backlog=1024)

@@ -142,4 +142,5 @@ def status_line(manager) -> str:
     text = f"serving {len(serving)} model(s)" + (": " + ", ".join(serving) if serving else "")
     if other:
         text += "; not serving: " + ", ".join(other)
-    return text
+    # One line: a model name holding a line break would start a notify field of its own.
+    return text.replace("\r", "\\r").replace("\n", "\\n")

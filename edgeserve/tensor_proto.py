@@ -6,7 +6,8 @@ Serving calls on every request input (GetInputValues, tensorflow/cc/saved_model/
 - `tensor_content`, when not empty, wins over the typed fields: the raw bytes of the
   elements in host (little-endian) order; its length must be exactly itemsize × number
   of elements. For DT_STRING it is TF's string-list encoding (the varint32 lengths of
-  all elements, then their bytes back to back) and must be consumed exactly.
+  all elements, then their bytes back to back) and must be consumed exactly. For
+  DT_BOOL every byte must be 0 or 1.
 - Otherwise the dtype's own typed field is read and every other field is ignored:
   float_val, double_val, int_val (int32, int16, int8, uint8, uint16 — narrowed as a C
   cast does), int64_val, uint32_val, uint64_val, bool_val, string_val,
@@ -215,8 +216,12 @@ def to_ndarray(proto: TensorProto, alias: str) -> np.ndarray:
         if len(content) != expected:
             raise _parse_error(alias, f"tensor_content is {len(content)} bytes, expected {expected}")
         if kind.dtype is _BOOL:
-            # Any non-zero byte is true; numpy would keep the raw byte in the bool.
-            return (np.frombuffer(content, _UINT8) != 0).reshape(shape)
+            # TF refuses a byte other than 0 or 1 (no C++ bool holds one; found by
+            # tests/fuzz/tensor_proto.py against tf.io.parse_tensor).
+            raw = np.frombuffer(content, _UINT8)
+            if raw.max() > 1:
+                raise _parse_error(alias, "tensor_content: a DT_BOOL byte is neither 0 nor 1")
+            return raw.view(_BOOL).reshape(shape)
         array = np.frombuffer(content, kind.dtype)
         if not array.flags.aligned:  # pragma: no cover - bytes objects are aligned
             array = array.copy()

@@ -77,6 +77,8 @@ EDGESERVE_DEFAULTS = {
     "rest_api_header_timeout_in_ms": 10000,
     "rest_api_idle_timeout_in_ms": 60000,
     "rest_api_max_connections": 1024,
+    "grpc_max_connections": 1024,
+    "max_pending_requests": 1024,
     "inline_run_threshold_micros": 1000,
     "shutdown_grace_period_seconds": 10.0,
     "log_level": "info",

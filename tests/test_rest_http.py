@@ -743,3 +743,22 @@ def test_connections_beyond_the_limit_get_503_and_are_closed(start_server, model
             fresh.close()
 
     assert server.wait_for(accepted, timeout=10) == (200, {"predictions": [[4.5]]})
+
+
+def test_a_client_that_shuts_its_sending_side_still_gets_every_answer(start_server, model_store):
+    # Two pipelined requests, run on a worker thread, then the client's FIN: both are
+    # answered, the last with "Connection: close", and the server closes.
+    server = start_server(["--model_name=spin", f"--model_base_path={model_store / 'spin'}",
+                           "--inline_run_threshold_micros=0"])
+    body = b'{"inputs": {"n": 20000}}'
+    request = (b"POST /v1/models/spin:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+               % (len(body), body))
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as sock:
+        sock.sendall(request * 2)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2, answer
+    assert answer.count(b'"outputs": 20000') == 2
+    assert answer.rindex(b"Connection: close\r\n") > answer.index(b'"outputs": 20000')

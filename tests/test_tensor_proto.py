@@ -340,11 +340,17 @@ def test_tensor_content_array_is_a_read_only_view_that_a_session_feeds():
             assert session.run(y, {x: array}).tolist() == [[0, 2], [4, 6]]
 
 
-def test_bool_content_is_any_nonzero_byte():
-    message = proto(DT.DT_BOOL, [4], tensor_content=bytes([0, 1, 2, 255]))
+def test_bool_content_takes_bytes_0_and_1_only_as_tf_does():
+    # Found by tests/fuzz/tensor_proto.py: TF's FromProto refuses any other byte.
+    message = proto(DT.DT_BOOL, [2, 2], tensor_content=bytes([0, 1, 1, 0]))
     result = to_ndarray(message, "x")
-    assert result.tolist() == [False, True, True, True]
-    assert result.view(np.uint8).tolist() == [0, 1, 1, 1]
+    assert result.tolist() == [[False, True], [True, False]]
+    assert same(tf_from_proto(message), result)
+    for byte in (2, 0x11, 255):
+        message = proto(DT.DT_BOOL, [3], tensor_content=bytes([1, 0, byte]))
+        error = parse_error(message)
+        assert "neither 0 nor 1" in str(error.__cause__)
+        assert tf_from_proto(message) is None
 
 
 def test_unknown_rank_is_ignored_as_tf_does():
