@@ -139,3 +139,37 @@ def test_requests_beyond_max_pending_requests_get_503_and_unavailable_at_once(st
     assert _metric(page, "edgeserve_pending_requests") == 0
     assert _metric(page, 'edgeserve_refused_total{limit="max_pending_requests"}') == 2  # REST + gRPC
     assert _metric(page, 'edgeserve_open_connections{protocol="GRPC"}') == 0
+
+
+def test_a_long_lived_grpc_connection_remembers_at_most_1024_closed_streams():
+    # h2 keeps 65,536 closed streams per connection (~115 B each, 7.5 MB); the server caps
+    # that. 1,100 calls on one real connection, then the server side's record is looked at.
+    import asyncio
+    import gc
+
+    from grpclib.client import Channel
+    from grpclib.health.service import Health
+    from grpclib.health.v1.health_pb2 import HealthCheckRequest
+    from grpclib.health.v1.health_grpc import HealthStub
+    from grpclib.protocol import H2Protocol
+
+    from edgeserve.grpc_api import GrpcServer
+
+    async def run() -> list[int]:
+        server = GrpcServer([Health()])
+        await server.start("127.0.0.1", 0)
+        port = server._server.sockets[0].getsockname()[1]
+        channel = Channel("127.0.0.1", port)
+        try:
+            stub = HealthStub(channel)
+            for _ in range(1100):
+                await stub.Check(HealthCheckRequest(), timeout=10)
+            server_sides = [p.connection._connection for p in gc.get_objects()
+                            if isinstance(p, H2Protocol) and not p.connection._connection.config.client_side]
+            return [len(h2_connection._closed_streams) for h2_connection in server_sides]
+        finally:
+            channel.close()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(asyncio.wait_for(run(), 60)) == [1024]
