@@ -412,12 +412,7 @@ def run_ceiling(procs: Processes, model_dir: str, workdir: str, seconds: float) 
 
 def export_models(procs: Processes, model_dir: str, workdir: str) -> dict:
     log_path = os.path.join(workdir, "export.log")
-    proc = procs.spawn([sys.executable, HELPER, "export", model_dir], log_path)
-    try:
-        proc.wait(timeout=300)
-    finally:
-        procs.stop(proc)
-    if proc.returncode != 0:
+    if procs.run([sys.executable, HELPER, "export", model_dir], log_path, timeout=300) != 0:
         raise RuntimeError(f"model export failed: {tail(log_path, 10)}")
     with open(log_path) as f:
         lines = [l for l in f.read().splitlines() if l.startswith("{")]

@@ -100,6 +100,14 @@ class Processes:
         self.running.append(proc)
         return proc
 
+    def run(self, cmd: list[str], log_path: str, timeout: float) -> int:
+        """Runs a one-off helper (a model export) to its end; stopped if it overruns."""
+        proc = self.spawn(cmd, log_path)
+        try:
+            return proc.wait(timeout=timeout)
+        finally:
+            self.stop(proc)
+
     def stop(self, proc: subprocess.Popen) -> None:
         if proc.poll() is None:
             self._signal(proc, signal.SIGTERM)
@@ -131,12 +139,8 @@ class Processes:
 def export_model(procs: Processes, workdir: str) -> str:
     base = os.path.join(workdir, "models", MODEL_NAME)
     log_path = os.path.join(workdir, "export.log")
-    proc = procs.spawn([sys.executable, "-m", "edgeserve.example_model", base], log_path)
-    try:
-        proc.wait(timeout=300)
-    finally:
-        procs.stop(proc)
-    if proc.returncode != 0 or not os.path.exists(os.path.join(base, "1", "saved_model.pb")):
+    returncode = procs.run([sys.executable, "-m", "edgeserve.example_model", base], log_path, timeout=300)
+    if returncode != 0 or not os.path.exists(os.path.join(base, "1", "saved_model.pb")):
         raise RuntimeError(f"model export failed: {tail(log_path, 10)}")
     return base
 

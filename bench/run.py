@@ -529,10 +529,8 @@ def prepare_lite(procs: Processes, model_base: str, workdir: str, args) -> None:
     """model.tflite beside the SavedModel; the lite zipapp unpacked once (its later
     starts are the ones measured), in a SHIV_ROOT of this run."""
     log_path = os.path.join(workdir, "tflite.log")
-    proc = procs.spawn([sys.executable, os.path.join(BENCH_DIR, "tflite_model.py"),
-                        os.path.join(model_base, "1")], log_path)
-    proc.wait(timeout=300)
-    if proc.returncode != 0:
+    if procs.run([sys.executable, os.path.join(BENCH_DIR, "tflite_model.py"), os.path.join(model_base, "1")],
+                 log_path, timeout=300) != 0:
         raise RuntimeError(f"TFLite conversion failed: {tail(log_path, 10)}")
     os.environ["SHIV_ROOT"] = os.path.join(workdir, "shiv")  # inherited by the servers
     if "edgeserve_lite_pyz" in args.servers and os.path.exists(LITE_PYZ):

@@ -446,14 +446,10 @@ def export_main(staging: str, a_versions: int) -> None:
 
 def export_models(procs: Processes, staging: str, a_versions: int, workdir: str) -> dict:
     log_path = os.path.join(workdir, "export.log")
-    proc = procs.spawn([sys.executable, os.path.abspath(__file__), "_export", staging, str(a_versions)],
-                       log_path)
-    try:
-        proc.wait(timeout=300)
-    finally:
-        procs.stop(proc)
+    returncode = procs.run([sys.executable, os.path.abspath(__file__), "_export", staging, str(a_versions)],
+                           log_path, timeout=300)
     meta_path = os.path.join(staging, "meta.json")
-    if proc.returncode != 0 or not os.path.exists(meta_path):
+    if returncode != 0 or not os.path.exists(meta_path):
         raise RuntimeError(f"model export failed: {tail(log_path, 10)}")
     with open(meta_path) as f:
         return json.load(f)

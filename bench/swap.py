@@ -123,13 +123,9 @@ def export_models(procs: Processes, staging: str, weights_mib: float, log_dir: s
         os.remove(meta_path)
     os.makedirs(staging, exist_ok=True)
     log_path = os.path.join(log_dir, "export.log")
-    proc = procs.spawn([sys.executable, os.path.abspath(__file__), "_export", staging, str(weights_mib)],
-                       log_path)
-    try:
-        proc.wait(timeout=120)
-    finally:
-        procs.stop(proc)
-    if proc.returncode != 0 or not os.path.exists(meta_path):
+    returncode = procs.run([sys.executable, os.path.abspath(__file__), "_export", staging, str(weights_mib)],
+                           log_path, timeout=120)
+    if returncode != 0 or not os.path.exists(meta_path):
         raise RuntimeError(f"model export failed: {tail(log_path, 10)}")
     with open(meta_path) as f:
         return json.load(f)
