@@ -49,12 +49,13 @@ EXPECTED = [[2.5], [3.0], [4.5]]
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 CONNECTIONS = (1, 16, 64)
-SERVERS = ("edgeserve", "edgeserve_metrics", "edgeserve_lite", "edgeserve_lite_pyz", "fastapi", "bare", "bare_fast")
+SERVERS = ("edgeserve", "edgeserve_metrics_off", "edgeserve_request_log", "edgeserve_lite", "edgeserve_lite_pyz", "fastapi", "bare", "bare_fast")
 LITE_PYZ = os.path.join(REPO_ROOT, "dist", "edgeserve-lite.pyz")  # make pyz-lite
 LABELS = {
     "inprocess": "in-process session.run",
-    "edgeserve": "edgeserve",
-    "edgeserve_metrics": "edgeserve, Prometheus metrics on",
+    "edgeserve": "edgeserve (defaults: the status page records metrics)",
+    "edgeserve_metrics_off": "edgeserve, status page and metrics off",
+    "edgeserve_request_log": "edgeserve, every request logged (sampling_rate 1)",
     "edgeserve_lite": "edgeserve, TFLite (no TensorFlow in the process)",
     "edgeserve_lite_pyz": "edgeserve-lite.pyz, TFLite",
     "fastapi": "FastAPI + uvicorn",
@@ -68,19 +69,33 @@ RSS_SETTLE = 0.5
 # --------------------------------------------------------------------------- helpers
 
 
-def server_command(name: str, port: int, model_base: str) -> list[str]:
+def server_command(name: str, port: int, model_base: str, workdir: str) -> list[str]:
     py = sys.executable
     version_dir = os.path.join(model_base, "1")
-    if name in ("edgeserve", "edgeserve_metrics"):
+    if name in ("edgeserve", "edgeserve_metrics_off"):
         command = [
             py, "-m", "edgeserve",
             f"--rest_api_port={port}", "--port=0", "--bind_address=127.0.0.1",
             f"--model_name={MODEL_NAME}", f"--model_base_path={model_base}",
             "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1",
         ]
-        if name == "edgeserve_metrics":  # what recording costs (systemd/edgeserve.env turns it on)
-            command.append(f"--monitoring_config_file={os.path.join(REPO_ROOT, 'systemd', 'monitoring.config')}")
+        if name == "edgeserve_metrics_off":  # what recording costs: the default page turns it on
+            command.append("--enable_status_page=false")
         return command
+    if name == "edgeserve_request_log":  # the worst case of request logging: every request
+        logs = tempfile.mkdtemp(prefix="request-logs-", dir=workdir)
+        config = os.path.join(logs, "models.config")
+        with open(config, "w") as f:
+            f.write(f'''model_config_list {{ config {{
+  name: "{MODEL_NAME}" base_path: "{model_base}" model_platform: "tensorflow"
+  logging_config {{ log_collector_config {{ filename_prefix: "{logs}/{MODEL_NAME}" }}
+                   sampling_config {{ sampling_rate: 1.0 }} }} }} }}''')
+        return [
+            py, "-m", "edgeserve",
+            f"--rest_api_port={port}", "--port=0", "--bind_address=127.0.0.1", f"--model_config_file={config}",
+            "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1",
+            "--request_log_max_total_bytes=0",
+        ]
     if name in ("edgeserve_lite", "edgeserve_lite_pyz"):
         # The same folder's model.tflite (bench/tflite_model.py), never TensorFlow.
         start = [py, "-m", "edgeserve"] if name == "edgeserve_lite" else [py, "-I", "-S", LITE_PYZ]
@@ -203,7 +218,7 @@ def measure_server(procs: Processes, name: str, model_base: str, workdir: str, a
                    round_no: int) -> Round:
     port = free_port()
     log_path = os.path.join(workdir, f"{name}.round{round_no}.log")
-    cmd = ["taskset", "-c", SERVER_CORE] + server_command(name, port, model_base)
+    cmd = ["taskset", "-c", SERVER_CORE] + server_command(name, port, model_base, workdir)
     result = Round()
     start = time.perf_counter()
     proc = procs.spawn(cmd, log_path)
@@ -303,7 +318,7 @@ def target_lines(rows: dict[str, dict | None]) -> list[str]:
         ("edgeserve rps@16 ≥ 0.9 × bare-with-edgeserve's-callable rps@16 (information)",
          "rps@16", bf, "ratio", ">=", 0.9),
     ]
-    em = rows.get("edgeserve_metrics")
+    em = rows.get("edgeserve_metrics_off")
     lines = []
     for text, key, ref, kind, op, limit in checks:
         ev = e.get(key) if e else None
@@ -338,8 +353,12 @@ def target_lines(rows: dict[str, dict | None]) -> list[str]:
             lines.append(f"- TFLite / SavedModel, rps@16 (information): {lite['rps@16'] / e['rps@16']:.2f}×"
                          f" ({fmt(lite['rps@16'])} vs {fmt(e['rps@16'])})")
     if e and em and e.get("rps@16") and em.get("rps@16"):
-        lines.append(f"- Prometheus metrics on / off, rps@16 (information): {em['rps@16'] / e['rps@16']:.2f}×"
-                     f" ({fmt(em['rps@16'])} vs {fmt(e['rps@16'])})")
+        lines.append(f"- metrics recorded (the default) / off, rps@16 (information): {e['rps@16'] / em['rps@16']:.2f}×"
+                     f" ({fmt(e['rps@16'])} vs {fmt(em['rps@16'])})")
+    rl = rows.get("edgeserve_request_log")
+    if e and rl and e.get("rps@16") and rl.get("rps@16"):
+        lines.append(f"- every request logged / none, rps@16 (information): {rl['rps@16'] / e['rps@16']:.2f}×"
+                     f" ({fmt(rl['rps@16'])} vs {fmt(e['rps@16'])})")
     return lines
 
 

@@ -24,6 +24,7 @@ from .manager import LoadedVersion, Manager, VersionStatus
 from .servable import CLASSIFY_METHOD_NAME, DEFAULT_SERVING_SIGNATURE_DEF_KEY, SignatureSpec
 
 if TYPE_CHECKING:  # TF Serving's message classes import TensorFlow: only when used
+    from .request_log import RequestLog
     from .messages import ClassificationResult, Input, MultiInferenceResponse, RegressionResult
 
 SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadata's one metadata field
@@ -48,6 +49,11 @@ class PredictResult:
     outputs: dict[str, np.ndarray]
 
 
+def _size(serialized: np.ndarray) -> int:
+    """Bytes a request's serialized examples hold (what a logged request keeps alive)."""
+    return sum(map(len, serialized))
+
+
 def _check_version_choice(spec: ModelSpec) -> None:
     """A ModelSpec names a version or a label, not both (http_rest_api_util.cc's text)."""
     if spec.version is not None and spec.version_label is not None:
@@ -70,6 +76,8 @@ class Api:
         self._run_executor = run_executor
         self._inline_threshold = inline_threshold_seconds
         self._reload_config = reload_config
+        # Sampled successful requests go here (models with a logging_config).
+        self.request_log: RequestLog | None = None
 
     async def reload_config(self, model_server_config: object) -> None:
         """HandleReloadConfigRequest: the sent ModelServerConfig replaces the one in force
@@ -137,6 +145,9 @@ class Api:
             started = time.perf_counter()
             outputs = await self._runner(ver, signature_name).run(inputs, output_filter, timeout_ms)
             metrics.record_runtime(spec.name, "Predict", time.perf_counter() - started)
+            if self.request_log is not None:
+                self.request_log.log_predict(
+                    spec, ver.id.version, signature_name, signature, inputs, output_filter, outputs)
             return PredictResult(
                 ModelSpec(spec.name, ver.id.version, None, signature_name), signature, outputs
             )
@@ -193,6 +204,9 @@ class Api:
                 inference.fill_classification_result(outputs, len(serialized), result)
             else:
                 inference.fill_regression_result(outputs, len(serialized), result)
+            if self.request_log is not None:
+                self.request_log.log_classify_or_regress(
+                    spec, ver.id.version, signature_name, examples, result, _size(serialized), classify=classify)
             return ModelSpec(spec.name, ver.id.version, None, signature_name)
         finally:
             self.manager.release(ver)
@@ -251,6 +265,8 @@ class Api:
                 task_spec.name = spec.name
                 task_spec.signature_name = signature_name
                 task_spec.version.value = ver.id.version
+            if self.request_log is not None:
+                self.request_log.log_multi_inference(tasks, ver.id.version, examples, response, _size(serialized))
         finally:
             self.manager.release(ver)
 
@@ -278,6 +294,10 @@ class Api:
             except ServingError:  # known, but no version found yet
                 result[name] = []
         return result
+
+    def version_labels(self, name: str) -> dict[str, int]:
+        """`name`'s version labels, label -> version (edgeserve's GET /v1/models)."""
+        return self.manager.labels(name)
 
     async def model_metadata(self, spec: ModelSpec) -> tuple[ModelSpec, Mapping[str, SignatureSpec]]:
         """REST's metadata: the resolved spec and every signature."""

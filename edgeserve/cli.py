@@ -237,6 +237,21 @@ _EDGESERVE_FLAGS: tuple[FlagSpec, ...] = (
        "batch or a version; one more is answered 503 / UNAVAILABLE at once "
        "(0 = no limit).",
        edgeserve=True, min=0),
+    _f("request_log_max_file_bytes", "int64", 16 * 1024 * 1024,
+       "Request logging (a model's logging_config): a log file is closed and a new "
+       "one started once the next batch of records would take it past this size.",
+       edgeserve=True, min=4096),
+    _f("request_log_max_total_bytes", "int64", 256 * 1024 * 1024,
+       "Request logging: the request log files of every configured filename_prefix "
+       "together take at most this much disk; at the cap logging pauses (a log line "
+       "and a metric say so) and serving goes on (0 = no cap but the disk).",
+       edgeserve=True, min=0),
+    _f("enable_status_page", "bool", True,
+       "Serve a status page at GET / on --rest_api_port: models, versions, errors, "
+       "labels, memory, requests/s, latency and event-loop lag, refreshed every few "
+       "seconds. Turns metrics recording on; the Prometheus page is then served at "
+       "/monitoring/prometheus/metrics unless --monitoring_config_file names a path.",
+       edgeserve=True),
     _f("inline_run_threshold_micros", "int32", 1000,
        "A signature whose recent p99 run time stays below this runs inline on "
        "the event loop instead of a worker thread; 0 = always the worker.",
@@ -361,6 +376,9 @@ class Options:
     rest_api_max_connections: int = _default("rest_api_max_connections")
     grpc_max_connections: int = _default("grpc_max_connections")
     max_pending_requests: int = _default("max_pending_requests")
+    request_log_max_file_bytes: int = _default("request_log_max_file_bytes")
+    request_log_max_total_bytes: int = _default("request_log_max_total_bytes")
+    enable_status_page: bool = _default("enable_status_page")
     inline_run_threshold_micros: int = _default("inline_run_threshold_micros")
     shutdown_grace_period_seconds: float = _default(
         "shutdown_grace_period_seconds")

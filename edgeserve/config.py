@@ -21,6 +21,8 @@ them.
 """
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, NamedTuple
@@ -62,6 +64,23 @@ class ConfigError(ServingError, ValueError):
         return f"ConfigError({self.code.name}, {self.message!r})"
 
 
+# The one LogCollector type edgeserve has: TFRecord files of PredictionLog records.
+# TF Serving's open-source build registers no LogCollector at all (a logging_config
+# is refused there with "No request-logger-creator provided."); an empty type means
+# this one.
+TFRECORD_LOG_COLLECTOR = "tfrecord"
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """A model's logging_config (logging_config.proto), checked: where its sampled
+    requests go and how many of them."""
+
+    filename_prefix: str  # absolute; files are <prefix>.<UTC time>.<n>.tfrecord
+    sampling_rate: float  # in [0, 1]
+    sampling_config: bytes = b""  # the SamplingConfig as given, for LogMetadata
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
@@ -69,6 +88,7 @@ class ModelConfig:
     platform: str  # "tensorflow" or "tflite"
     version_policy: VersionPolicy
     version_labels: tuple[tuple[str, int], ...] = ()  # (label, version), sorted by label
+    logging: LoggingConfig | None = None  # request logging, when configured
 
 
 @dataclass(frozen=True)
@@ -92,6 +112,7 @@ class _Entry(NamedTuple):
     model_platform: str
     version_policy: VersionPolicy
     version_labels: tuple[tuple[str, int], ...]
+    logging: LoggingConfig | None = None
 
 
 # ---- parsing --------------------------------------------------------------------------
@@ -147,8 +168,6 @@ def from_proto(message: Any, *, previous: ServerConfig | None = None) -> ServerC
     if case != "model_config_list":
         # server.cc's custom model config loader: LOG(FATAL) with this text.
         raise ConfigError("ModelServer does not yet support custom model config.")
-    # logging_config (request logging) is accepted and ignored for now: edgeserve has
-    # no request logger yet. model_version_policy and version_labels are kept.
     entries = [
         _Entry(
             name=m.name,
@@ -157,6 +176,7 @@ def from_proto(message: Any, *, previous: ServerConfig | None = None) -> ServerC
             model_platform=m.model_platform,
             version_policy=_version_policy(m.model_version_policy),
             version_labels=tuple(sorted(m.version_labels.items())),
+            logging=_logging_config(m.name, m.logging_config) if m.HasField("logging_config") else None,
         )
         for m in message.model_config_list.config
     ]
@@ -186,6 +206,37 @@ def _version_policy(policy: Any) -> VersionPolicy:
     return VersionPolicy(kind="latest", num_versions=max(policy.latest.num_versions, 1))
 
 
+def _logging_config(model_name: str, config: Any) -> LoggingConfig:
+    """A logging_config, checked whole: an unknown collector type is NOT_FOUND with
+    LogCollector::Create's text; a missing or relative prefix and a rate outside
+    [0, 1] are INVALID_ARGUMENT. Whether the prefix's folder can be written is the
+    file system's business (`request_log.folder_problem`), not this pure check."""
+    collector = config.log_collector_config
+    if collector.type not in ("", TFRECORD_LOG_COLLECTOR):
+        raise ConfigError(f"Cannot find LogCollector::Factory for type: {collector.type}", StatusCode.NOT_FOUND)
+    prefix = collector.filename_prefix
+    where = f"logging_config of model {model_name}"
+    if not prefix:
+        raise ConfigError(f"{where}: log_collector_config.filename_prefix is empty; "
+                          "give the path the request log files start with, such as /var/log/edgeserve/" + model_name)
+    if not os.path.isabs(prefix) or _URI_SCHEME.match(prefix) or prefix.endswith("/"):
+        raise ConfigError(f"{where}: log_collector_config.filename_prefix must be an absolute local path "
+                          f"ending in a file name part, such as /var/log/edgeserve/{model_name}; got {prefix}")
+    sampling = config.sampling_config
+    rate = sampling.sampling_rate
+    # RequestLogger's rule: the first per-task rule that matches this task replaces
+    # the rate. edgeserve is one task with no data centre (dc "", task_index 0).
+    for rule in sampling.per_task_sampling_configs:
+        if not rule.dc and (not rule.HasField("task_index") or rule.task_index == 0):
+            rate = rule.sampling_rate
+            break
+    rates = [sampling.sampling_rate] + [rule.sampling_rate for rule in sampling.per_task_sampling_configs]
+    for value in rates:
+        if math.isnan(value) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where}: sampling_rate must be in [0, 1]; got {value}")
+    return LoggingConfig(prefix, rate, sampling.SerializeToString(deterministic=True))
+
+
 def single_model(name: str, base_path: str) -> ServerConfig:
     """--model_name/--model_base_path: server.cc's BuildSingleModelConfig, then the
     same checks a config file gets (a relative base path is refused)."""
@@ -202,6 +253,7 @@ def _build(entries: list[_Entry], previous: ServerConfig | None) -> ServerConfig
             platform=_platform(e),
             version_policy=e.version_policy,
             version_labels=e.version_labels,
+            logging=e.logging,
         )
         for e in entries
     )

@@ -16,6 +16,8 @@ import asyncio
 import logging
 import os
 
+from typing import Callable
+
 import aiofiles
 
 from .config import (
@@ -30,6 +32,7 @@ from .config import (
 )
 from .errors import ServingError, StatusCode
 from .manager import Manager
+from .request_log import RequestLog, folder_problem
 from .sources import FileSystemSource, VersionPolicy, parse_version
 
 log = logging.getLogger("edgeserve.core")
@@ -44,8 +47,10 @@ class ServerCore:
         allow_version_labels_for_unavailable_models: bool = False,
         model_config_file: str = "",
         model_repository: str = "",
+        request_log: RequestLog | None = None,
     ) -> None:
         self.manager = manager
+        self.request_log = request_log  # told each config's logging_configs
         self.poll_wait_seconds = file_system_poll_wait_seconds
         self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self.model_config_file = model_config_file
@@ -56,7 +61,6 @@ class ServerCore:
         self._sources: dict[str, FileSystemSource] = {}
         self._repository_models: tuple[str, ...] = ()
         self._file_text: str | None = None  # the config file's text last applied
-        self._refused_text: str | None = None  # and the last text refused
         self._refusal: str | None = None  # why, logged once while it lasts
         self._lock = asyncio.Lock()  # one reload at a time
         self._polling = False
@@ -98,6 +102,10 @@ class ServerCore:
             )
         return configs
 
+    def model_names(self) -> list[str]:
+        """Every model the config in force (and --model_repository) serves."""
+        return sorted(self._sources)
+
     def platform(self, name: str) -> str:
         """The model's platform in the config in force ("tensorflow" when it has none:
         --model_repository models, whose runtime the version's files decide)."""
@@ -130,7 +138,9 @@ class ServerCore:
             if not first and config is not None:
                 self._check_labels(config)
                 await self._check_new_base_paths(config)
+                await self._check_new_logging_folders(config)
             previous, self.config = self.config, config
+            self._update_request_log()
             if not first:
                 # Labels move first: they point at versions serving now, and a version
                 # the new config drops may start unloading while the models change.
@@ -139,6 +149,7 @@ class ServerCore:
                 added = await self._apply_models(self._effective(config))
             except BaseException:
                 self.config = previous
+                self._update_request_log()
                 raise
             await self.manager.wait_until_settled()
             if first:
@@ -174,19 +185,35 @@ class ServerCore:
             if (source := self._sources.get(m.name)) is None or source.base_path != m.base_path
         ]
 
-        def problems() -> list[str]:
-            found = []
-            for model in fresh:
-                if not os.path.isdir(model.base_path):
-                    found.append(f"Could not find base path {model.base_path} for servable {model.name}")
-                elif not os.access(model.base_path, os.R_OK | os.X_OK):
-                    found.append(f"Cannot read base path {model.base_path} for servable {model.name}")
-            return found
+        def problem(model: ModelConfig) -> str | None:
+            if not os.path.isdir(model.base_path):
+                return f"Could not find base path {model.base_path} for servable {model.name}"
+            if not os.access(model.base_path, os.R_OK | os.X_OK):
+                return f"Cannot read base path {model.base_path} for servable {model.name}"
+            return None
 
-        if fresh:
-            found = await asyncio.get_running_loop().run_in_executor(None, problems)
-            if found:
-                raise ConfigError("; ".join(found))
+        await _refuse_on_problems(lambda: [p for p in map(problem, fresh) if p])
+
+    async def _check_new_logging_folders(self, config: ServerConfig) -> None:
+        """A reload whose new logging_config points at a folder that is missing or
+        read-only is refused whole, like a new base path; at start-up such logging
+        pauses (said in the log) and serving goes on. Unchanged prefixes are not checked."""
+        if self.request_log is None:
+            return
+        current = {c.filename_prefix for c in self.request_log.models().values()}
+        fresh = {m.name: m.logging.filename_prefix for m in config.models
+                 if m.logging is not None and m.logging.filename_prefix not in current}
+
+        def problems() -> list[str]:
+            found = ((name, prefix, folder_problem(prefix)) for name, prefix in fresh.items())
+            return [f"Cannot write the request logs of model {name} to {prefix}: {problem}"
+                    for name, prefix, problem in found if problem]
+
+        await _refuse_on_problems(problems)
+
+    def _update_request_log(self) -> None:
+        if self.request_log is not None:
+            self.request_log.update(self._effective(self.config).values())
 
     def _check_labels(self, config: ServerConfig) -> None:
         check_labels(
@@ -241,16 +268,19 @@ class ServerCore:
         text = None
         try:
             text = await self._read_config_text()
-            if only_if_changed and text in (self._file_text, self._refused_text):
-                return text == self._file_text  # said once already, either way
+            if only_if_changed and text == self._file_text:
+                return True
+            # A refused text is checked again on every poll, as TF Serving's poll calls
+            # ReloadConfig each time: a refusal may hang on the file system (a missing
+            # base path or logging folder) that the operator then fixes. It is said once.
             config = self._parse_config_text(text)
             unavailable = await self.apply(config)
         except ConfigError as exc:
             if not only_if_changed or exc.message != self._refusal:  # polls say it once
                 log.error("Model config reload refused; the config in force stays: %s", exc)
-            self._refused_text, self._refusal = text, exc.message
+            self._refusal = exc.message
             return False
-        self._file_text, self._refused_text, self._refusal = text, None, None
+        self._file_text, self._refusal = text, None
         if unavailable:
             log.error("Model config from %s is in force, but %s", self.model_config_file, unavailable)
         log.info("Model config reloaded from %s (%d models)", self.model_config_file, len(config.models))
@@ -336,3 +366,11 @@ class ServerCore:
             task.cancel()
         for source in self._sources.values():
             await source.stop()
+
+
+async def _refuse_on_problems(problems: Callable[[], list[str]]) -> None:
+    """Runs file system checks off the loop; a config they find problems with is
+    refused with all of them."""
+    found = await asyncio.get_running_loop().run_in_executor(None, problems)
+    if found:
+        raise ConfigError("; ".join(found))

@@ -516,6 +516,11 @@ class Manager:
         model = self._models.get(name)
         return None if model is None else model.labels.get(label)
 
+    def labels(self, name: str) -> dict[str, int]:
+        """A copy of `name`'s version labels (label -> version); empty for an unknown model."""
+        model = self._models.get(name)
+        return {} if model is None else dict(model.labels)
+
     def set_labels(self, name: str, labels: dict[str, int]) -> None:
         """Replaces a model's version labels (checked by the caller against the rules).
         A request that resolved a label keeps the version it took; the next one sees

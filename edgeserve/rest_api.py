@@ -19,7 +19,7 @@ import types
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import unquote
 
 import httptools
@@ -31,6 +31,7 @@ from .api import Api, ModelSpec
 from .errors import ServingError, StatusCode, internal, invalid_argument
 from .manager import VersionStatus
 from .servable import SignatureSpec, TensorSpec
+from .status_page import POLL_QUERY, StatusPage
 
 log = logging.getLogger("edgeserve.rest")
 
@@ -39,6 +40,8 @@ _PREDICTION_PATH = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
     re.IGNORECASE,
 )
+_LIVEZ = b"/livez"
+_PROBE_PATHS = frozenset({_LIVEZ, b"/readyz"})
 _STATUS_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
@@ -152,6 +155,7 @@ class RestApi:
     def __init__(
         self, api: Api, *, limits: Limits, enable_cors: bool, run_timeout_ms: int = 0,
         metrics_path: str | None = None, pending: Pending | None = None,
+        status_page: StatusPage | None = None, readiness: Callable[[], str | None] | None = None,
     ) -> None:
         self.api = api
         # --max_pending_requests, shared with gRPC.
@@ -162,6 +166,9 @@ class RestApi:
         self.run_timeout_ms = run_timeout_ms  # --rest_api_timeout_in_ms, for each model run
         # --monitoring_config_file's Prometheus page, when enabled.
         self.metrics_path = metrics_path.encode() if metrics_path else None
+        self.status_page = status_page  # GET / (--enable_status_page)
+        # GET /readyz: None when ready, else why not (GET /livez needs nothing).
+        self.readiness = readiness
         self._routes: dict[bytes, _Route | ServingError] = {}
 
     # ---- routing -----------------------------------------------------------
@@ -210,10 +217,15 @@ class RestApi:
 
     async def respond(self, req: Request) -> tuple[int, bytes, bytes]:
         """(HTTP status, body, header lines, Content-Type first) for one request;
-        never raises. Counted in the metrics as TF Serving counts its REST requests."""
-        path = req.url.partition(b"?")[0]
+        never raises. Counted in the metrics as TF Serving counts its REST requests,
+        except the metrics page, the status page and the status page's own polls."""
+        path, _, query = req.url.partition(b"?")
         if path == self.metrics_path:
             return self._metrics_page(req)
+        if path == b"/" and self.status_page is not None:
+            return self.status_page.respond(req.method)
+        if path in _PROBE_PATHS:
+            return self._probe(req, path)
         started = time.perf_counter()
         code = StatusCode.OK
         try:
@@ -228,7 +240,7 @@ class RestApi:
             error = internal(f"Internal error: {type(exc).__name__}: {exc}")
             code = error.code
             status, body, extra = error.http_status, error.json_body(), b""
-        if metrics.enabled():
+        if metrics.enabled() and query != POLL_QUERY:
             route = self._routes.get(path)
             if isinstance(route, _Route):
                 # TF Serving's API label is the URL's verb ("predict"); empty for GETs.
@@ -239,6 +251,21 @@ class RestApi:
         if self.enable_cors:
             extra += _CORS_HEADERS
         return status, body, _JSON + extra
+
+    def _probe(self, req: Request, path: bytes) -> tuple[int, bytes, bytes]:
+        """An orchestrator's probes (edgeserve's own; TF Serving has none): /livez is
+        answered by the event loop, so an answer means it runs; /readyz is 200 once every
+        configured model has an AVAILABLE version and the server is not draining."""
+        if req.method not in (b"GET", b"HEAD"):
+            error = invalid_argument(
+                f"Malformed request: {req.method.decode('latin-1')} {path.decode()} (this path answers GET)")
+            return 405, error.json_body(), _JSON + b"Allow: GET\r\n"
+        if path == _LIVEZ:
+            return 200, b'{"status": "alive"}', _JSON
+        reason = self.readiness() if self.readiness is not None else None
+        if reason is None:
+            return 200, b'{"status": "ready"}', _JSON
+        return 503, ServingError(StatusCode.UNAVAILABLE, reason).json_body(), _JSON
 
     def _metrics_page(self, req: Request) -> tuple[int, bytes, bytes]:
         if req.method not in (b"GET", b"HEAD"):
@@ -284,7 +311,14 @@ class RestApi:
         if kind == "list":
             return 200, _dump_indented({
                 "models": [
-                    {"name": name, "model_version_status": [_version_status_json(s) for s in statuses]}
+                    {
+                        "name": name,
+                        "model_version_status": [_version_status_json(s) for s in statuses],
+                        "version_labels": {
+                            label: str(version)
+                            for label, version in sorted(self.api.version_labels(name).items())
+                        },
+                    }
                     for name, statuses in self.api.all_model_status().items()
                 ]
             }), b""

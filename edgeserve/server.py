@@ -29,12 +29,14 @@ from .errors import ServingError
 from .manager import Manager
 from .resources import ResourceTracker
 from .rest_api import HttpProtocol, Limits, RestApi
+from .status_page import StatusPage
 from .runtimes import choice
 from .runtimes.savedmodel import SavedModelLoader
 from .servable import Loader
 from .sources import AspiredVersion
 from .config import ConfigError, single_model
 from .core import ServerCore
+from .request_log import RequestLog
 
 log = logging.getLogger("edgeserve.server")
 
@@ -67,6 +69,12 @@ class Server:
         self._pending = Pending(options.max_pending_requests)  # REST and gRPC together
         self._grpc_open = Connections(options.grpc_max_connections)  # --port and the socket
         self._rest: RestApi | None = None
+        self._draining = False
+        # Models with a logging_config: sampled requests, written by its own thread.
+        self.request_log = RequestLog(
+            max_file_bytes=options.request_log_max_file_bytes,
+            max_total_bytes=options.request_log_max_total_bytes,
+        )
 
     def _loader(self, name: str, aspired: AspiredVersion) -> Loader:
         """The loader for one version: its model's platform and files choose the runtime."""
@@ -123,6 +131,7 @@ class Server:
             allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
             model_config_file=options.model_config_file,
             model_repository=options.model_repository,
+            request_log=self.request_log,
         )
         grpc_import = None
         if options.port or options.grpc_socket_path:
@@ -130,11 +139,12 @@ class Server:
             # versions load.
             grpc_import = loop.run_in_executor(None, importlib.import_module, "edgeserve.grpc_api")
         self._batching = _batching_options(options)
-        metrics_path = _metrics_path(options)
+        metrics_path, status_page = _status_page(options, _metrics_path(options))
         if metrics_path and options.rest_api_port:
             metrics.enable()
             metrics.watch(self.manager)
             metrics.watch_admission(self._admission)
+            metrics.watch_request_log(self.request_log.figures)
             self._tasks.append(loop.create_task(metrics.watch_loop_lag()))
         self._inherited = systemd.inherited_sockets()
         try:
@@ -148,6 +158,7 @@ class Server:
             inline_threshold_seconds=options.inline_run_threshold_micros / 1e6,
             reload_config=self.core.reload_from_message,
         )
+        api.request_log = self.request_log
         if grpc_import is not None:
             await self._start_grpc(await grpc_import, api)
         if options.rest_api_port:
@@ -164,6 +175,8 @@ class Server:
                 run_timeout_ms=options.rest_api_timeout_in_ms,
                 metrics_path=metrics_path,
                 pending=self._pending,
+                status_page=status_page,
+                readiness=self._readiness,
             )
             inherited = systemd.pick(self._inherited, port=options.rest_api_port)
             where = {"sock": inherited} if inherited else {
@@ -177,6 +190,8 @@ class Server:
             if metrics_path:
                 log.info("Prometheus metrics at http://%s:%d%s", options.bind_address, options.rest_api_port,
                          metrics_path)
+            if status_page is not None:
+                log.info("Status page at http://%s:%d/", options.bind_address, options.rest_api_port)
         elif metrics_path:
             log.warning("--monitoring_config_file enables Prometheus, but its page needs --rest_api_port")
         self.core.start_polling(options.model_config_file_poll_wait_seconds)
@@ -189,6 +204,15 @@ class Server:
         self.manager.add_listener(self._status_changed)
         if self._notifier.watchdog_seconds:
             self._tasks.append(loop.create_task(self._watchdog(self._notifier.watchdog_seconds)))
+
+    def _readiness(self) -> str | None:
+        """GET /readyz: None once every configured model has an AVAILABLE version."""
+        if self._draining:
+            return "Not ready: the server is shutting down"
+        missing = [name for name in self.core.model_names() if not self.manager.is_available(name)]
+        if missing:
+            return "Not ready: no AVAILABLE version yet for model(s) " + ", ".join(missing)
+        return None
 
     def _admission(self) -> metrics.Admission:
         rest = self._rest
@@ -327,6 +351,7 @@ class Server:
 
     async def stop(self) -> None:
         started = time.monotonic()
+        self._draining = True
         grace = self.options.shutdown_grace_period_seconds
         self._notifier.stopping()
         for listener in self._listeners:
@@ -371,6 +396,8 @@ class Server:
                 log.warning("Unloading did not finish in time; exiting anyway")
         for conn in list(self._connections):
             conn.drain()
+        # The requests answered are in the log files: what was queued is written.
+        await asyncio.get_running_loop().run_in_executor(None, self.request_log.stop)
         for executor in (self._load_executor, self._unload_executor, self._run_executor):
             executor.shutdown(wait=False, cancel_futures=True)
         log.info("Stopped after %.2fs", time.monotonic() - started)
@@ -402,6 +429,21 @@ def _metrics_path(options: Options) -> str | None:
         return metrics.read_config(options.monitoring_config_file)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
+
+
+def _status_page(options: Options, metrics_path: str | None) -> tuple[str | None, StatusPage | None]:
+    """--enable_status_page: the page for `/` and the metrics path it reads, which is
+    served (and recorded) even without --monitoring_config_file: at TF Serving's default."""
+    if not options.enable_status_page or not options.rest_api_port:
+        return metrics_path, None
+    if metrics_path == "/":
+        log.warning("--monitoring_config_file serves the metrics at /: no status page")
+        return metrics_path, None
+    metrics_path = metrics_path or metrics.DEFAULT_PATH
+    try:
+        return metrics_path, StatusPage(metrics_path)
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"Cannot read the status page: {exc}") from None
 
 
 class _Refused:

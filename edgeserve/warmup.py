@@ -38,7 +38,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import struct
 import time
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -46,6 +45,7 @@ from . import inference, metrics
 from .checks import check_input_names, check_inputs, check_output_filter
 from .errors import ServingError, StatusCode, invalid_argument
 from .servable import CLASSIFY_METHOD_NAME, DEFAULT_SERVING_SIGNATURE_DEF_KEY, Servable
+from .tfrecord import FOOTER, HEADER, masked_crc32c
 
 if TYPE_CHECKING:
     from .messages import PredictionLog
@@ -120,12 +120,8 @@ def _failed(error: ServingError, path: str, num_records: int, started: float) ->
     return error
 
 
-# ---- TFRecord files ---------------------------------------------------------------
-# Each record: uint64 length, uint32 masked CRC32C of those 8 bytes, the data, uint32
-# masked CRC32C of the data (all little-endian; tensorflow/core/lib/io/record_writer.h).
+# ---- TFRecord files (the framing: tfrecord.py) -----------------------------------
 
-_HEADER = struct.Struct("<QI")
-_FOOTER = struct.Struct("<I")
 _SIZE_MAX = 2**64 - 1  # size_t, in ReadChecksummed's "record size too large" check
 # (The data's offset is never 0, so its errors never get GetChecksumErrorSuffix's text.)
 # TF's status code for an errno (tsl/platform/errors.cc ErrnoToCode), for the errors
@@ -154,34 +150,6 @@ class RecordError(Exception):
         self.message = message
 
 
-def _crc32c_table() -> tuple[int, ...]:
-    table = []
-    for n in range(256):
-        crc = n
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # Castagnoli, reflected
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC32C_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli) of `data`, a byte at a time from a 256-entry table."""
-    crc = 0xFFFFFFFF
-    table = _CRC32C_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """The CRC as TFRecord stores it (crc32c::Mask): rotated right by 15, plus a constant."""
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def _suffix(offset: int) -> str:
     # TF's GetChecksumErrorSuffix: a TFRecord file has no magic number to check.
     return " (Is this even a TFRecord file?)" if offset == 0 else ""
@@ -207,33 +175,33 @@ def read_tfrecords(path: str) -> Iterator[bytes]:
             size = os.fstat(file.fileno()).st_size
             offset = 0
             while True:
-                header = file.read(_HEADER.size)
-                if len(header) < _HEADER.size:
+                header = file.read(HEADER.size)
+                if len(header) < HEADER.size:
                     if header:
                         log.warning("Ignoring %d byte(s) after the last complete record of %s",
                                     len(header), path)
                     return
-                length, length_crc = _HEADER.unpack(header)
+                length, length_crc = HEADER.unpack(header)
                 if masked_crc32c(header[:8]) != length_crc:
                     raise RecordError(StatusCode.DATA_LOSS, f"corrupted record at {offset}{_suffix(offset)}")
-                data_offset = offset + _HEADER.size
-                if length >= _SIZE_MAX - _FOOTER.size:
+                data_offset = offset + HEADER.size
+                if length >= _SIZE_MAX - FOOTER.size:
                     raise RecordError(StatusCode.DATA_LOSS, "record size too large")
                 # Checked against the file's size before reading, so that a damaged
                 # length cannot make the read allocate gigabytes.
-                if data_offset + length + _FOOTER.size > size:
+                if data_offset + length + FOOTER.size > size:
                     raise RecordError(
                         StatusCode.DATA_LOSS,
                         f"truncated record at {offset}' failed with Read less bytes than requested")
                 data = file.read(length)
-                footer = file.read(_FOOTER.size)
-                if len(data) < length or len(footer) < _FOOTER.size:  # shrank while read
+                footer = file.read(FOOTER.size)
+                if len(data) < length or len(footer) < FOOTER.size:  # shrank while read
                     raise RecordError(
                         StatusCode.DATA_LOSS,
                         f"truncated record at {offset}' failed with Read less bytes than requested")
-                if masked_crc32c(data) != _FOOTER.unpack(footer)[0]:
+                if masked_crc32c(data) != FOOTER.unpack(footer)[0]:
                     raise RecordError(StatusCode.DATA_LOSS, f"corrupted record at {data_offset}")
-                offset = data_offset + length + _FOOTER.size
+                offset = data_offset + length + FOOTER.size
                 yield data
         except OSError as exc:
             raise _os_error(path, exc) from None

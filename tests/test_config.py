@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from edgeserve import messages
 from edgeserve.config import (
     ConfigError,
+    LoggingConfig,
     ModelConfig,
     ServerConfig,
     check_labels,
@@ -69,7 +70,10 @@ def test_every_field_of_a_full_config():
             model_version_policy { specific { versions: 7 versions: 3 versions: 7 } }
             version_labels { key: "stable" value: 3 }
             version_labels { key: "canary" value: 7 }
-            logging_config { log_collector_config { type: "x" } sampling_config { sampling_rate: 0.5 } }
+            logging_config {
+              log_collector_config { type: "tfrecord" filename_prefix: "/var/log/first" }
+              sampling_config { sampling_rate: 0.5 }
+            }
           }
           config {
             name: "second"
@@ -88,8 +92,9 @@ def test_every_field_of_a_full_config():
     )
     assert config == ServerConfig(
         models=(
-            model("first", "/models/first", policy=VersionPolicy("specific", versions=frozenset({3, 7})),
-                  labels=(("canary", 7), ("stable", 3))),
+            ModelConfig("first", "/models/first", "tensorflow", VersionPolicy("specific", versions=frozenset({3, 7})),
+                        (("canary", 7), ("stable", 3)),
+                        LoggingConfig("/var/log/first", 0.5, b"\t\x00\x00\x00\x00\x00\x00\xe0?")),
             model("second", "gs://bucket/second", policy=VersionPolicy("all")),
             model("third", "/models/third", policy=VersionPolicy("latest", num_versions=3)),
         )

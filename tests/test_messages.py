@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (  # noqa: E402
 from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
 from conftest import REPO  # noqa: E402
-from edgeserve import messages, warmup  # noqa: E402
+from edgeserve import messages, tfrecord, warmup  # noqa: E402
 from edgeserve.errors import StatusCode  # noqa: E402
 
 
@@ -248,9 +248,9 @@ RECORDS = [b"first", b"", bytes(range(48)), prediction_log_pb2.PredictionLog().S
 
 
 def test_crc32c():
-    assert warmup.crc32c(b"") == 0
-    assert warmup.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-    assert warmup.crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4
+    assert tfrecord.crc32c(b"") == 0
+    assert tfrecord.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    assert tfrecord.crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4
 
 
 def test_reads_what_tf_writes_and_writes_what_tf_writes(tmp_path):
@@ -258,8 +258,8 @@ def test_reads_what_tf_writes_and_writes_what_tf_writes(tmp_path):
     write_tf(path, RECORDS)
     assert read_ours(path) == (RECORDS, None) == read_tf(path)
     ours = b"".join(
-        struct.pack("<QI", len(r), warmup.masked_crc32c(struct.pack("<Q", len(r))))
-        + r + struct.pack("<I", warmup.masked_crc32c(r)) for r in RECORDS)
+        struct.pack("<QI", len(r), tfrecord.masked_crc32c(struct.pack("<Q", len(r))))
+        + r + struct.pack("<I", tfrecord.masked_crc32c(r)) for r in RECORDS)
     assert ours == path.read_bytes()
 
 

@@ -235,7 +235,10 @@ def test_page_answers_get_and_head_only(server):
 
 
 def test_page_is_not_served_without_the_config(start_server, model_store):
-    server = start_server(["--model_name=a", f"--model_base_path={model_store / 'half_plus_two'}"])
+    # The status page (on by default) reads the metrics page, so it serves it too.
+    server = start_server(["--model_name=a", f"--model_base_path={model_store / 'half_plus_two'}",
+                           "--enable_status_page=false"])
     status, body = server.client().get(metrics.DEFAULT_PATH)
     assert status == 404
     assert body == {"error": f"Malformed request: GET {metrics.DEFAULT_PATH}"}
+    assert server.client().get("/") == (404, {"error": "Malformed request: GET /"})

@@ -713,3 +713,23 @@ def test_a_reload_to_a_missing_base_path_is_refused_whole(start_server, model_st
     # Nothing of it was applied: "steady" still serves version 1 (0.5x + 2).
     assert rest_predict(client, "steady") == (200, PLUS2)
     assert "typo" not in listed_models(client)
+
+
+def test_a_polled_config_refused_for_a_missing_folder_is_applied_once_the_folder_appears(
+        start_server, model_store, tmp_path):
+    # TF Serving's poll calls ReloadConfig every time: a refusal that hangs on the file
+    # system is lifted when the operator fixes the file system, not only the file.
+    config = tmp_path / "models.config"
+    config.write_text(config_text(model_entry("steady", model_store / "half_plus_two")))
+    server = start_server([f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"])
+    client = server.client()
+    later = tmp_path / "copied_later"
+    config.write_text(config_text(model_entry("steady", model_store / "half_plus_two"),
+                                  model_entry("later", later)))
+    server.wait_for(lambda: f"Could not find base path {later} for servable later" in server.log(), timeout=30)
+    time.sleep(2.5)  # more polls of the same text
+    assert server.log().count(f"Could not find base path {later}") == 1  # said once
+    assert "later" not in listed_models(client)
+    shutil.copytree(model_store / "half_plus_two", later)
+    server.wait_for(lambda: rest_predict(client, "later") == (200, PLUS2), timeout=30)
+    assert rest_predict(client, "steady") == (200, PLUS2)

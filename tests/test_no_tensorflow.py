@@ -20,7 +20,7 @@ CHILD = textwrap.dedent(r"""
     import edgeserve.messages as pb
     import edgeserve.grpc_api, edgeserve.rest_api, edgeserve.server, edgeserve.core
     import edgeserve.metrics, edgeserve.example_json, edgeserve.grpc_health
-    from edgeserve import config, tensor_proto, warmup
+    from edgeserve import config, tensor_proto, tfrecord, warmup
 
     parsed = config.parse_config_text(
         'model_config_list { config { name: "m" base_path: "/models/m" '
@@ -41,8 +41,8 @@ CHILD = textwrap.dedent(r"""
 
     def record(data):
         length = struct.pack("<Q", len(data))
-        return (length + struct.pack("<I", warmup.masked_crc32c(length)) + data
-                + struct.pack("<I", warmup.masked_crc32c(data)))
+        return (length + struct.pack("<I", tfrecord.masked_crc32c(length)) + data
+                + struct.pack("<I", tfrecord.masked_crc32c(data)))
 
     log = pb.PredictionLog()
     log.predict_log.request.CopyFrom(request)
