@@ -327,6 +327,7 @@ class RequestLog:
             if self._rescan:
                 self._rescan_prefixes()
             if first is _WAKE:
+                self._lift_pauses()
                 continue
             stopping = first is None
             batch: list[_Record] = [] if stopping else first  # type: ignore[assignment]
@@ -361,6 +362,27 @@ class RequestLog:
                 if problem:
                     self._pause(self._prefixes[prefix], UNWRITABLE, problem)
         self._total = self._count_total()
+
+    def _lift_pauses(self) -> None:
+        """Ends the pauses that need no write to know they are over (checked when the
+        writer is idle): the cap once files were moved away, a folder that now exists.
+        So the metric and the log say so without waiting for the next sampled request."""
+        now = time.monotonic()
+        if self._cap_paused_until and now >= self._cap_paused_until:
+            self._total = self._count_total()
+            if self._total < self.max_total_bytes:
+                self._cap_paused_until = 0.0
+                log.info("Request logging resumed: the request log files take %d bytes, under the cap of %d",
+                         self._total, self.max_total_bytes)
+            else:
+                self._cap_paused_until = now + self.retry_seconds
+        for state in self._prefixes.values():
+            if state.paused == UNWRITABLE and now >= state.retry_at:
+                if folder_problem(state.prefix):
+                    state.retry_at = now + self.retry_seconds
+                else:
+                    state.paused = ""
+                    log.info("Request logging to %s resumed", state.prefix)
 
     def _count_total(self) -> int:
         total = 0
