@@ -40,8 +40,6 @@ _PREDICTION_PATH = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
     re.IGNORECASE,
 )
-_LIVEZ = b"/livez"
-_PROBE_PATHS = frozenset({_LIVEZ, b"/readyz"})
 _STATUS_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
@@ -110,6 +108,19 @@ class Request:
 
 # ---- JSON renderings of status and metadata (TF Serving's proto JSON) ---------
 
+def _not_allowed(method: bytes, path: bytes, answers: bytes, allow: bytes) -> tuple[int, bytes, bytes]:
+    """405 with the reason in TF Serving's JSON error (TF Serving answers 400) and the
+    Allow header line; the caller adds the Content-Type."""
+    error = invalid_argument(
+        f"Malformed request: {method.decode('latin-1')} {path.decode('latin-1')} "
+        f"(this path answers {answers.decode()})")
+    return 405, error.json_body(), b"Allow: " + allow + b"\r\n"
+
+
+def _metrics_page() -> tuple[int, bytes, bytes]:
+    return 200, metrics.page(), _METRICS_TYPE
+
+
 def _dump_indented(obj: Any) -> bytes:
     # TF Serving prints these with protobuf's add_whitespace, which indents by one space.
     return json.dumps(obj, indent=1).encode()
@@ -165,10 +176,19 @@ class RestApi:
         self.enable_cors = enable_cors
         self.run_timeout_ms = run_timeout_ms  # --rest_api_timeout_in_ms, for each model run
         # --monitoring_config_file's Prometheus page, when enabled.
-        self.metrics_path = metrics_path.encode() if metrics_path else None
-        self.status_page = status_page  # GET / (--enable_status_page)
         # GET /readyz: None when ready, else why not (GET /livez needs nothing).
         self.readiness = readiness
+        # Paths that answer GET (and HEAD) only, outside TF Serving's /v1 API and its
+        # request metrics: path -> (answer, the Allow header's methods). A later entry
+        # wins a clash: the metrics page's path is the user's choice.
+        self._pages: dict[bytes, tuple[Callable[[], tuple[int, bytes, bytes]], bytes]] = {
+            b"/livez": (self._livez, b"GET"),
+            b"/readyz": (self._readyz, b"GET"),
+        }
+        if status_page is not None:  # GET / (--enable_status_page)
+            self._pages[b"/"] = (status_page.page, b"GET, HEAD")
+        if metrics_path:  # --monitoring_config_file's Prometheus page, or the status page's
+            self._pages[metrics_path.encode()] = (_metrics_page, b"GET")
         self._routes: dict[bytes, _Route | ServingError] = {}
 
     # ---- routing -----------------------------------------------------------
@@ -220,12 +240,13 @@ class RestApi:
         never raises. Counted in the metrics as TF Serving counts its REST requests,
         except the metrics page, the status page and the status page's own polls."""
         path, _, query = req.url.partition(b"?")
-        if path == self.metrics_path:
-            return self._metrics_page(req)
-        if path == b"/" and self.status_page is not None:
-            return self.status_page.respond(req.method)
-        if path in _PROBE_PATHS:
-            return self._probe(req, path)
+        page = self._pages.get(path)
+        if page is not None:
+            answer, allow = page
+            if req.method not in (b"GET", b"HEAD"):
+                status, body, extra = _not_allowed(req.method, path, b"GET", allow)
+                return status, body, _JSON + extra
+            return answer()  # HEAD gets GET's headers; the connection drops the body
         started = time.perf_counter()
         code = StatusCode.OK
         try:
@@ -252,28 +273,19 @@ class RestApi:
             extra += _CORS_HEADERS
         return status, body, _JSON + extra
 
-    def _probe(self, req: Request, path: bytes) -> tuple[int, bytes, bytes]:
-        """An orchestrator's probes (edgeserve's own; TF Serving has none): /livez is
-        answered by the event loop, so an answer means it runs; /readyz is 200 once every
-        configured model has an AVAILABLE version and the server is not draining."""
-        if req.method not in (b"GET", b"HEAD"):
-            error = invalid_argument(
-                f"Malformed request: {req.method.decode('latin-1')} {path.decode()} (this path answers GET)")
-            return 405, error.json_body(), _JSON + b"Allow: GET\r\n"
-        if path == _LIVEZ:
-            return 200, b'{"status": "alive"}', _JSON
+    # An orchestrator's probes (edgeserve's own; TF Serving has none): /livez is answered
+    # by the event loop, so an answer means it runs; /readyz is 200 once every configured
+    # model has an AVAILABLE version and the server is not draining.
+
+    @staticmethod
+    def _livez() -> tuple[int, bytes, bytes]:
+        return 200, b'{"status": "alive"}', _JSON
+
+    def _readyz(self) -> tuple[int, bytes, bytes]:
         reason = self.readiness() if self.readiness is not None else None
         if reason is None:
             return 200, b'{"status": "ready"}', _JSON
         return 503, ServingError(StatusCode.UNAVAILABLE, reason).json_body(), _JSON
-
-    def _metrics_page(self, req: Request) -> tuple[int, bytes, bytes]:
-        if req.method not in (b"GET", b"HEAD"):
-            error = invalid_argument(
-                f"Malformed request: {req.method.decode('latin-1')} {self.metrics_path.decode()} "  # type: ignore[union-attr]
-                "(this path answers GET)")
-            return 405, error.json_body(), _JSON + b"Allow: GET\r\n"
-        return 200, metrics.page(), _METRICS_TYPE
 
     async def _dispatch(self, req: Request) -> tuple[int, bytes, bytes]:
         path, _, _query = req.url.partition(b"?")
@@ -290,12 +302,7 @@ class RestApi:
                 raise ServingError(exc.code, f"Malformed request: {method.decode('latin-1')} {path.decode('latin-1')}")
             raise
         if method != route.method:
-            error = ServingError(
-                StatusCode.INVALID_ARGUMENT,
-                f"Malformed request: {method.decode('latin-1')} {path.decode('latin-1')} "
-                f"(this path answers {route.method.decode()})",
-            )
-            return 405, error.json_body(), b"Allow: " + route.method + b"\r\n"
+            return _not_allowed(method, path, route.method, route.method)
         kind = route.kind
         if kind == "predict":
             return 200, await self._predict(route.spec, self._body(req)), b""

@@ -20,13 +20,10 @@ import html
 import re
 from importlib import resources
 
-from .errors import invalid_argument
-
 POLL_QUERY = b"status_page"  # GET /v1/models?status_page: the page's own polls
 _PLACEHOLDER = b"%METRICS_PATH%"
 _SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
 _STYLE = re.compile(rb"<style>(.*?)</style>", re.S)
-_JSON = b"Content-Type: application/json\r\n"
 
 
 def read_template() -> bytes:
@@ -73,11 +70,7 @@ class StatusPage:
             b"Referrer-Policy: no-referrer\r\n"
         )
 
-    def respond(self, method: bytes) -> tuple[int, bytes, bytes]:
-        """(HTTP status, body, header lines) for `method` on `/`; HEAD gets GET's headers
-        (the connection drops the body)."""
-        if method not in (b"GET", b"HEAD"):
-            error = invalid_argument(
-                f"Malformed request: {method.decode('latin-1')} / (this path answers GET)")
-            return 405, error.json_body(), _JSON + b"Allow: GET, HEAD\r\n"
+    def page(self) -> tuple[int, bytes, bytes]:
+        """(HTTP status, body, header lines) for GET / (the REST adapter answers other
+        methods)."""
         return 200, self.body, self.headers
