@@ -292,7 +292,7 @@ class _RequestLogCollector:
         count = Metric(":tensorflow:serving:request_log_count",
                        "The total number of requests logged from the model server sliced down by "
                        "model_name and status code.", "unknown")
-        for (model_name, status), value in sorted(now.written.items()):
+        for (model_name, status), value in sorted(now.counts.items()):
             count.add_sample(count.name, {"model_name": model_name, "status_code": status}, value)
         yield count
         dropped = CounterMetricFamily(

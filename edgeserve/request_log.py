@@ -30,6 +30,7 @@ import random
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
@@ -135,7 +136,8 @@ class _Prefix:
 class Figures:
     """What the metrics page shows (read at scrape time)."""
 
-    written: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, status code) -> records
+    # (model, status code) -> sampled requests: OK when written (TF Serving's request_log_count).
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> sampled requests
     paused: dict[str, str] = field(default_factory=dict)  # prefix -> reason
     total_bytes: int = 0
@@ -159,8 +161,8 @@ class RequestLog:
         self._buffer: list[_Record] = []  # sampled on the loop, not handed over yet
         self._lock = threading.Lock()  # the counters below, shared by both threads
         self._queued_bytes = 0
-        self._written: dict[tuple[str, str], int] = {}
-        self._dropped: dict[str, int] = {}
+        self._counts: Counter[tuple[str, str]] = Counter()  # Figures.counts
+        self._dropped: Counter[str] = Counter()
         # Writer thread only, except `_prefixes_wanted` (replaced whole by `update`).
         self._prefixes_wanted: frozenset[str] = frozenset()
         self._prefixes: dict[str, _Prefix] = {}
@@ -199,9 +201,8 @@ class RequestLog:
     def _enqueue(self, sampler: _Sampler, model_name: str, build: Callable[[], bytes], size: int) -> None:
         with self._lock:
             if self._queued_bytes + size > self.queue_bytes:
-                self._dropped[QUEUE_FULL] = self._dropped.get(QUEUE_FULL, 0) + 1
-                key = (model_name, "RESOURCE_EXHAUSTED")
-                self._written[key] = self._written.get(key, 0) + 1
+                self._dropped[QUEUE_FULL] += 1
+                self._counts[model_name, "RESOURCE_EXHAUSTED"] += 1
                 return
             self._queued_bytes += size
         self._buffer.append(_Record(sampler.config.filename_prefix, model_name, build, size))
@@ -312,11 +313,11 @@ class RequestLog:
 
     def figures(self) -> Figures:
         with self._lock:
-            written, dropped = dict(self._written), dict(self._dropped)
+            counts, dropped = dict(self._counts), dict(self._dropped)
         paused = {p.prefix: p.paused for p in list(self._prefixes.values()) if p.paused}
         if self._cap_paused_until:
             paused.update({prefix: CAP for prefix in self._prefixes_wanted})
-        return Figures(written, dropped, paused, self._total, self.max_total_bytes)
+        return Figures(counts, dropped, paused, self._total, self.max_total_bytes)
 
     def _run(self) -> None:
         while True:
@@ -427,9 +428,7 @@ class RequestLog:
                 continue
             if self._write(state, b"".join(framed)):
                 with self._lock:
-                    for record in built:
-                        key = (record.model_name, "OK")
-                        self._written[key] = self._written.get(key, 0) + 1
+                    self._counts.update((record.model_name, "OK") for record in built)
             else:
                 self._drop(built, PAUSED)
         with self._lock:
@@ -437,23 +436,18 @@ class RequestLog:
 
     def _drop(self, records: list[_Record], reason: str) -> None:
         with self._lock:
-            self._dropped[reason] = self._dropped.get(reason, 0) + len(records)
-            for record in records:
-                key = (record.model_name, "RESOURCE_EXHAUSTED" if reason != ERROR else "INTERNAL")
-                self._written[key] = self._written.get(key, 0) + 1
+            self._dropped[reason] += len(records)
+            status = "INTERNAL" if reason == ERROR else "RESOURCE_EXHAUSTED"
+            self._counts.update((record.model_name, status) for record in records)
 
     def _write(self, state: _Prefix, data: bytes) -> bool:
-        """Appends whole records to the prefix's file; False when logging is paused."""
+        """Appends whole records to the prefix's file; False when logging is paused.
+        Called once a pause's retry time has come (`_write_batch` drops before that)."""
         now = time.monotonic()
-        if state.paused:
-            if now < state.retry_at:
-                return False
-            if folder_problem(state.prefix):
-                state.retry_at = now + self.retry_seconds
-                return False
+        if state.paused and folder_problem(state.prefix):
+            state.retry_at = now + self.retry_seconds
+            return False
         if self.max_total_bytes and self._total + len(data) > self.max_total_bytes:
-            if now < self._cap_paused_until:
-                return False
             self._total = self._count_total()  # an operator may have moved files away
             if self._total + len(data) > self.max_total_bytes:
                 if not self._cap_paused_until:

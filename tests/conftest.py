@@ -176,3 +176,34 @@ def copy_model(model_store, tmp_path):
         return target
 
     return copy
+
+
+def mount_tmpfs(path: Path, options: str) -> Path:
+    """A tmpfs mounted at `path` (made if missing), e.g. "size=64k" or "ro,size=64k";
+    the test is skipped where mounting needs privileges it lacks (CAP_SYS_ADMIN)."""
+    path.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                            capture_output=True, text=True, timeout=10)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {result.stderr.strip()}")
+    return path
+
+
+def unmount(path: Path) -> None:
+    """Unmounts `path`, lazily if something still holds it open."""
+    if subprocess.run(["umount", str(path)], capture_output=True, timeout=10).returncode != 0:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def tmpfs():
+    """`tmpfs(path, options)` mounts one for the test (mount_tmpfs); unmounted after it."""
+    mounted: list[Path] = []
+
+    def mount(path: Path, options: str) -> Path:
+        mounted.append(mount_tmpfs(path, options))
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        unmount(path)

@@ -70,7 +70,7 @@ import grpc
 import pytest
 
 import grpc_client
-from conftest import REPO, ServerProcess, free_port
+from conftest import REPO, ServerProcess, free_port, mount_tmpfs, unmount
 from reload_load import config_text, grpc_predict, model_entry, write_config
 
 X = 2.0
@@ -406,12 +406,7 @@ class Harness:
         return Path(path)
 
     def tmpfs(self, path: Path, size: str) -> Path:
-        path.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {result.stderr.strip()}")
-        self.mounts.append(path)
+        self.mounts.append(mount_tmpfs(path, f"size={size}"))
         return path
 
     @staticmethod
@@ -426,8 +421,7 @@ class Harness:
                 server.cleanup()
         finally:
             for path in reversed(self.mounts):
-                if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
-                    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+                unmount(path)
             for path in self.dirs:
                 shutil.rmtree(path, ignore_errors=True)
 

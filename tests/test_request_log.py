@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -197,11 +196,11 @@ def test_the_sampling_rate_is_honoured(tmp_path, logger, rate):
         time.sleep(0.3) if rate == 0.0 else wait_until(lambda: len(read_records(prefix)) == n)
         assert len(read_records(prefix)) == expected
         return
-    wait_until(lambda: log.figures().written.get(("m", "OK"), 0) > expected - 6 * sigma)
+    wait_until(lambda: log.figures().counts.get(("m", "OK"), 0) > expected - 6 * sigma)
     time.sleep(0.2)
     count = len(read_records(prefix))
     assert abs(count - expected) < 6 * sigma, (count, expected, sigma)  # fails once in ~5e8 runs
-    assert log.figures().written == {("m", "OK"): count}
+    assert log.figures().counts == {("m", "OK"): count}
 
 
 def test_a_new_rate_applies_to_the_next_request(tmp_path, logger):
@@ -240,7 +239,7 @@ def one_at_a_time(log, prefix: str, n: int) -> None:
     """Logs n requests, each written before the next (one record per batch)."""
     for i in range(n):
         predict(log)
-        wait_until(lambda: sum(log.figures().written.values()) == i + 1)  # by status: OK or not
+        wait_until(lambda: sum(log.figures().counts.values()) == i + 1)  # by status: OK or not
 
 
 def test_files_rotate_at_the_size_and_every_record_reads_back(tmp_path, logger):
@@ -265,7 +264,7 @@ def test_at_the_cap_logging_pauses_and_resumes_once_files_are_moved_away(tmp_pat
     with caplog.at_level("INFO", logger="edgeserve.request_log"):
         one_at_a_time(log, prefix, 6)
         figures = log.figures()
-        assert figures.written == {("m", "OK"): 4, ("m", "RESOURCE_EXHAUSTED"): 2}
+        assert figures.counts == {("m", "OK"): 4, ("m", "RESOURCE_EXHAUSTED"): 2}
         assert figures.dropped == {"paused": 2}
         assert figures.paused == {prefix: "cap"}
         assert figures.total_bytes == size * 5
@@ -278,7 +277,7 @@ def test_at_the_cap_logging_pauses_and_resumes_once_files_are_moved_away(tmp_pat
         wait_until(lambda: log.figures().paused == {})
         assert any("Request logging resumed" in r.getMessage() for r in caplog.records)
         predict(log)
-        wait_until(lambda: log.figures().written.get(("m", "OK")) == 5)
+        wait_until(lambda: log.figures().counts.get(("m", "OK")) == 5)
     assert len(read_records(prefix)) == 5
 
 
@@ -306,30 +305,18 @@ def test_the_writer_queue_is_bounded(tmp_path, logger):
     wait_until(lambda: len(read_records(prefix)) == 1)
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                            capture_output=True, text=True, timeout=10)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=10)
-
-
-def test_a_full_disk_pauses_logging_and_leaves_whole_records(small_tmpfs, logger, caplog):
-    prefix = str(small_tmpfs / "m")
+def test_a_full_disk_pauses_logging_and_leaves_whole_records(tmpfs, tmp_path, logger, caplog):
+    prefix = str(tmpfs(tmp_path / "disk", "size=64k") / "m")
     log = logger(prefix, retry_seconds=0.3)
     big = np.arange(1500, dtype=np.float32)  # ~12 KB a record: the 64 KB disk fills on the 6th
     spec = ModelSpec("m")
     with caplog.at_level("ERROR", logger="edgeserve.request_log"):
         for i in range(8):
             log.log_predict(spec, 1, "serving_default", SIGNATURE, {"x": big}, None, {"y": big})
-            wait_until(lambda: sum(log.figures().written.values()) == i + 1)
+            wait_until(lambda: sum(log.figures().counts.values()) == i + 1)
     figures = log.figures()
-    written = figures.written[("m", "OK")]
-    assert 3 <= written < 8 and figures.written[("m", "RESOURCE_EXHAUSTED")] == 8 - written
+    written = figures.counts[("m", "OK")]
+    assert 3 <= written < 8 and figures.counts[("m", "RESOURCE_EXHAUSTED")] == 8 - written
     assert figures.paused == {prefix: "disk_full"}
     assert f"Request logging to {prefix} paused: the disk is full" in caplog.text
     records = read_records(prefix)  # TF's reader: no torn record at the end
